@@ -1,0 +1,262 @@
+"""The record of a monitored run: columnar, bounded in memory, saved as JSON Lines.
+
+Each *metric* is a column family: a list of recorded steps and, per step, one value per column
+(per layer, per parameter, or a single value for the loss). Missing values (a layer that got no
+gradient on that step) are NaN; a value that was observed but not finite is also kept in
+:attr:`History.non_finite`, so the two never get confused.
+
+Metrics written by the monitor:
+
+=================== ========== ===========================================================
+metric              columns    meaning
+=================== ========== ===========================================================
+``loss``            one        the loss passed to ``Monitor.step``
+``signal_norm``     layers     L2 norm of d loss / d (layer output): the backprop signal
+``signal_rms``      layers     the same divided by sqrt(number of output elements)
+``weight_grad_norm`` layers    L2 norm of the gradient of all the layer's own parameters
+``param_grad_norm`` parameters L2 norm of each parameter's gradient
+``act_mean``        layers     mean of the layer's output
+``act_std``         layers     population standard deviation of the layer's output
+``act_saturated``   layers     fraction of outputs in the flat tails (saturating activations)
+``act_dead``        layers     fraction of units zero for the whole batch (ReLU family)
+``update_ratio``    layers     ||w_after - w_before|| / ||w_before|| across one update
+=================== ========== ===========================================================
+
+The JSON Lines file starts with a header line (``{"format": "gradmedic.history", "version": 1,
+"layers": [...], "params": [...], "meta": {...}}``), then one line per recorded row
+(``{"step": 12, "metric": "signal_norm", "values": [...]}``) and one per non-finite event
+(``{"event": "non_finite", "step": 12, "metric": "signal_norm", "layer": "3"}``). Floats are
+JSON numbers; NaN is ``null``; infinities are the strings ``"inf"`` and ``"-inf"``.
+
+Example:
+    >>> import numpy as np
+    >>> from gradmedic.history import History
+    >>> from gradmedic.layers import LayerInfo
+    >>> h = History([LayerInfo("0", "Linear", "param", ["0.weight"])], ["0.weight"])
+    >>> h.append("loss", [0, 1], np.array([[2.0], [1.5]]))
+    >>> h.array("loss")[1].ravel().tolist()
+    [2.0, 1.5]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .layers import LayerInfo
+
+FORMAT = "gradmedic.history"
+VERSION = 1
+
+#: Metrics whose columns are the layers, computed during the forward pass.
+FORWARD_METRICS = ("act_mean", "act_std", "act_saturated", "act_dead")
+#: Metrics whose columns are the layers, computed during the backward pass.
+BACKWARD_METRICS = ("signal_norm", "signal_rms", "weight_grad_norm")
+
+
+@dataclass(frozen=True)
+class NonFiniteEvent:
+    """The first layer (in the direction the values flow) where a metric became NaN or Inf."""
+
+    step: int
+    metric: str
+    layer: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "non_finite", "step": self.step, "metric": self.metric, "layer": self.layer}
+
+
+class _Series:
+    """One metric: steps and rows, thinned when it grows past ``max_rows``."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.steps: list[int] = []
+        self.rows: list[np.ndarray] = []
+
+    def extend(self, steps: list[int], values: np.ndarray, max_rows: int) -> None:
+        self.steps.extend(steps)
+        self.rows.extend(np.asarray(values, dtype=np.float64).reshape(len(steps), self.width))
+        if len(self.steps) > max_rows:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Drop every other row of the older half: recent steps stay dense, old ones sparse."""
+        half = len(self.steps) // 2
+        keep = list(range(0, half, 2)) + list(range(half, len(self.steps)))
+        self.steps = [self.steps[i] for i in keep]
+        self.rows = [self.rows[i] for i in keep]
+
+
+class History:
+    """Recorded statistics of a run, per metric and step.
+
+    Args:
+        layers: the observed layers (columns of the per-layer metrics).
+        params: parameter names (columns of ``param_grad_norm``).
+        max_rows: per metric, the number of rows kept before old rows are thinned.
+        meta: free-form information saved with the run (model class, options...).
+    """
+
+    def __init__(
+        self,
+        layers: list[LayerInfo],
+        params: list[str],
+        max_rows: int = 4096,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if max_rows < 2:
+            raise ConfigError(f"max_rows={max_rows}: keep at least 2 rows per metric")
+        self.layers = layers
+        self.params = params
+        self.max_rows = max_rows
+        self.meta = dict(meta or {})
+        self.non_finite: list[NonFiniteEvent] = []
+        self._series: dict[str, _Series] = {}
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def width(self, metric: str) -> int:
+        """Number of columns of ``metric``."""
+        if metric == "param_grad_norm":
+            return len(self.params)
+        if metric in FORWARD_METRICS or metric in BACKWARD_METRICS or metric == "update_ratio":
+            return len(self.layers)
+        return 1
+
+    def append(self, metric: str, steps: list[int], values: np.ndarray) -> None:
+        """Append rows of ``metric`` (shape ``[len(steps), width]``) recorded at ``steps``."""
+        series = self._series.setdefault(metric, _Series(self.width(metric)))
+        series.extend(list(steps), values, self.max_rows)
+
+    def add_event(self, event: NonFiniteEvent) -> None:
+        """Keep a non-finite event (the first 1000 only: the first ones are what matter)."""
+        if len(self.non_finite) < 1000:
+            self.non_finite.append(event)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> list[str]:
+        """Names of the metrics recorded so far."""
+        return list(self._series)
+
+    def array(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Steps (``[n]``) and values (``[n, width]``) of ``metric``, as NumPy arrays.
+
+        Raises:
+            KeyError: if ``metric`` was never recorded; the message lists those that were.
+        """
+        if metric not in self._series:
+            raise KeyError(f"metric {metric!r} was not recorded; recorded: {self.metrics}")
+        series = self._series[metric]
+        values = np.array(series.rows, dtype=np.float64).reshape(len(series.steps), series.width)
+        return np.array(series.steps, dtype=np.int64), values
+
+    def last(self, metric: str) -> np.ndarray:
+        """The most recent row of ``metric``."""
+        return self.array(metric)[1][-1]
+
+    def forward_order(self) -> list[int]:
+        """Column indices of the layers in the order of their first call in a forward pass.
+
+        Layers never seen in a forward pass come last, in ``named_modules`` order.
+        """
+        unseen = 10**9
+        return sorted(
+            range(len(self.layers)),
+            key=lambda i: (self.layers[i].forward_index if self.layers[i].forward_index >= 0 else unseen, i),
+        )
+
+    def __len__(self) -> int:
+        return max((len(s.steps) for s in self._series.values()), default=0)
+
+    def __repr__(self) -> str:
+        return f"History({len(self.layers)} layers, {len(self)} rows, metrics={self.metrics})"
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def header(self) -> dict[str, Any]:
+        """The first line of the JSON Lines file."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "params": self.params,
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole history as JSON Lines to ``path`` and return the path."""
+        path = Path(path)
+        with path.open("w", encoding="utf-8") as out:
+            write_line(out, self.header())
+            for metric, series in self._series.items():
+                for step, row in zip(series.steps, series.rows):
+                    write_line(out, row_record(metric, step, row))
+            for event in self.non_finite:
+                write_line(out, event.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> History:
+        """Read a history written by :meth:`save` or by a JSON Lines sink.
+
+        Raises:
+            ConfigError: if the file is not a gradmedic history (the message says what it found).
+        """
+        with Path(path).open(encoding="utf-8") as lines:
+            header = json.loads(next(lines, "{}"))
+            if header.get("format") != FORMAT:
+                raise ConfigError(
+                    f"{path} is not a gradmedic history (first line has format="
+                    f"{header.get('format')!r}); write one with History.save or Monitor(log_path=...)"
+                )
+            history = cls(
+                [LayerInfo(**layer) for layer in header["layers"]],
+                list(header["params"]),
+                meta=header.get("meta", {}),
+            )
+            history.max_rows = 10**9
+            for line in lines:
+                history._read_record(json.loads(line))
+        return history
+
+    def _read_record(self, record: dict[str, Any]) -> None:
+        if record.get("event") == "non_finite":
+            self.add_event(NonFiniteEvent(record["step"], record["metric"], record["layer"]))
+        elif "metric" in record:
+            values = np.array([[decode_float(v) for v in record["values"]]])
+            self.append(record["metric"], [record["step"]], values)
+
+
+def encode_float(value: float) -> float | str | None:
+    """JSON form of a float: NaN becomes ``None``, infinities the strings ``"inf"``/``"-inf"``."""
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def decode_float(value: float | str | None) -> float:
+    """Inverse of :func:`encode_float`."""
+    if value is None:
+        return math.nan
+    return float(value)
+
+
+def row_record(metric: str, step: int, row: np.ndarray) -> dict[str, Any]:
+    """One JSON Lines record for a row of ``metric``."""
+    return {"step": int(step), "metric": metric, "values": [encode_float(float(v)) for v in row]}
+
+
+def write_line(out: IO[str], record: dict[str, Any]) -> None:
+    """Write one JSON record and a newline."""
+    out.write(json.dumps(record, allow_nan=False) + "\n")

@@ -1,0 +1,555 @@
+"""The training monitor: hooks on a model (and optimizer) that fill a :class:`History`.
+
+Per observed layer and per step selected by its schedule, the monitor records the backprop
+signal (the gradient of the loss with respect to the layer's output), the weight-gradient
+norms, activation statistics, the update-to-weight ratio and the loss. Values stay on the
+model's device until a flush (every ``flush_every`` steps, or when the history is read): no
+host copy and no synchronisation happen on the other steps.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> import gradmedic
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> with gradmedic.watch(model, opt) as monitor:
+    ...     for _ in range(3):
+    ...         opt.zero_grad()
+    ...         loss = model(torch.randn(16, 4)).pow(2).mean()
+    ...         loss.backward()
+    ...         monitor.step(loss)
+    ...         opt.step()
+    >>> monitor.history.array("signal_norm")[1].shape
+    (3, 3)
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import stats
+from .errors import ConfigError, ModelError, UnsupportedError
+from .history import (
+    BACKWARD_METRICS,
+    FORWARD_METRICS,
+    History,
+    NonFiniteEvent,
+    row_record,
+    write_line,
+)
+from .hooks import HookSet
+from .layers import LayerInfo, find_layers, require_module
+from .schedules import Schedule, as_schedule
+
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
+
+#: Options of :func:`watch` and their defaults.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "every": 1,
+    "activations_every": 10,
+    "updates_every": 10,
+    "flush_every": 32,
+    "max_rows": 4096,
+    "log_path": None,
+}
+
+#: Options for "every statistic on every step" (what the checkup uses).
+ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1}
+
+
+@dataclass
+class _StepRecord:
+    """Device-side values of one closed step, waiting for the next flush."""
+
+    step: int
+    values: dict[str, Tensor] = field(default_factory=dict)
+    observed: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def put(self, metric: str, value: Tensor, observed: np.ndarray) -> None:
+        self.values[metric] = value
+        self.observed[metric] = observed
+
+
+def _float_tensors(output: object) -> list[Tensor]:
+    """Floating-point tensors in a module output (a tensor, or nested tuples/lists/dicts)."""
+    if isinstance(output, Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _float_tensors(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _float_tensors(item)]
+    return []
+
+
+class Monitor:
+    """Watches a model while it trains; build it with :func:`gradmedic.watch`.
+
+    Args:
+        model: the module to observe.
+        optimizer: if given, its ``step()`` closes each monitored step and the update ratio is
+            measured exactly across it; otherwise call :meth:`step` once per training step.
+        every: schedule of the cheap statistics (backprop signal, weight-gradient norms, loss).
+        activations_every: schedule of the activation statistics.
+        updates_every: schedule of the update-to-weight ratio.
+        flush_every: how many steps values stay on the device before they are copied to the host.
+        max_rows: rows kept per metric before older rows are thinned.
+        log_path: if given, a JSON Lines file the history is streamed to at each flush.
+
+    A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
+        require_module(model)
+        opts = _validate_options(options)
+        self._model_ref = weakref.ref(model)
+        self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
+        self._signal_schedule: Schedule = as_schedule(opts["every"], "every")
+        self._acts_schedule: Schedule = as_schedule(opts["activations_every"], "activations_every")
+        self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
+        self._flush_every = _positive_int(opts["flush_every"], "flush_every")
+        self.layers: list[LayerInfo] = find_layers(model)
+        params = [name for name, _ in model.named_parameters()]
+        meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
+        self._history = History(self.layers, params, _positive_int(opts["max_rows"], "max_rows"), meta)
+        self._log_path = Path(opts["log_path"]) if opts["log_path"] is not None else None
+        self._hooks = HookSet()
+        self._attached = False
+        self._step = 0
+        self._pending: list[_StepRecord] = []
+        self._forward_calls = 0
+        self._reset_step_state()
+        self._last_closed: _StepRecord | None = None
+        if optimizer is not None:
+            _check_optimizer_owns(model, optimizer)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are in place."""
+        return self._attached
+
+    @property
+    def step_index(self) -> int:
+        """Index of the step being recorded now (the number of steps closed so far)."""
+        return self._step
+
+    @property
+    def history(self) -> History:
+        """The record so far (pending device values are flushed first)."""
+        self.flush()
+        return self._history
+
+    def attach(self) -> Monitor:
+        """Register the hooks. Attaching an attached monitor does nothing."""
+        if self._attached:
+            return self
+        model = self._model_ref()
+        if model is None:
+            raise ModelError("the model of this monitor was garbage-collected; watch a live model")
+        try:
+            self._register(model)
+        except BaseException:
+            self._hooks.remove()
+            raise
+        self._attached = True
+        self._start_step()
+        if self._log_path is not None and not self._log_path.exists():
+            with self._log_path.open("w", encoding="utf-8") as out:
+                write_line(out, self._history.header())
+        return self
+
+    def detach(self) -> None:
+        """Remove every hook, flush pending values and drop every reference to the model."""
+        self._hooks.remove()
+        self._attached = False
+        self._modules: list[nn.Module] = []
+        self._params: list[nn.Parameter] = []
+        self._snapshot = None
+        self.flush()
+
+    def step(self, loss: Tensor | float | None = None) -> None:
+        """Mark the end of a training step (call it after ``backward()``).
+
+        With an optimizer given to :func:`watch`, ``optimizer.step()`` ends the step and this
+        only records ``loss`` (for the step in progress, or the one that just ended).
+        """
+        if not self._attached:
+            raise ConfigError("this monitor is detached: call attach() or use it as a context manager")
+        if self._optimizer_ref is None:
+            self._collect_backward()
+            self._close_step(loss)
+            return
+        if loss is not None:
+            self._record_loss(loss)
+
+    def flush(self) -> None:
+        """Copy pending values to the host, into the history (and the log file, if any)."""
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        rows, events = _flush_records(records, self._history)
+        if self._log_path is not None:
+            with self._log_path.open("a", encoding="utf-8") as out:
+                for metric, step, row in rows:
+                    write_line(out, row_record(metric, step, row))
+                for event in events:
+                    write_line(out, event.to_dict())
+
+    def __enter__(self) -> Monitor:
+        return self.attach()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        state = "attached" if self._attached else "detached"
+        return f"Monitor({len(self.layers)} layers, step {self._step}, {state})"
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _register(self, model: nn.Module) -> None:
+        modules = dict(model.named_modules())
+        self._modules = [modules[layer.name] for layer in self.layers]
+        self._params = list(model.parameters())
+        self._param_layer = _param_layer_index(model, self.layers)
+        self._node_hooks: dict[tuple[int, int], Any] = {}
+        for index, module in enumerate(self._modules):
+            hook = functools.partial(self._on_forward, index)
+            self._hooks.add(module.register_forward_hook(hook))
+        optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
+        if optimizer is not None:
+            self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
+            self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
+        self._snapshot: list[Tensor] | None = None
+        self._index_cache: dict[tuple[int, ...], Tensor] = {}
+
+    def _on_forward(self, index: int, module: nn.Module, args: object, output: object) -> None:
+        if not self._attached or not torch.is_grad_enabled():
+            return
+        if _is_compiling():
+            raise UnsupportedError(
+                "gradmedic cannot observe a model inside torch.compile: its hooks would run once, "
+                "at tracing time, and report stale numbers. Watch the uncompiled model, or run "
+                "gradmedic.checkup on it before compiling"
+            )
+        self._forward_seen = True
+        layer = self.layers[index]
+        if layer.forward_index < 0:
+            layer.forward_index = self._forward_calls
+            self._forward_calls += 1
+        # Activation modules follow the activation schedule for their signal too: the signal
+        # at their output is close to the one at the parametrised layer next to them.
+        is_activation = layer.kind == "activation"
+        want_signal = self._acts_on if is_activation else self._signal_on
+        if not (want_signal or self._acts_on):
+            return
+        tensors = [output] if isinstance(output, Tensor) else _float_tensors(output)
+        if want_signal:
+            for tensor in tensors:
+                if tensor.requires_grad:
+                    self._hook_gradient(index, tensor)
+        if self._acts_on and tensors:
+            activation = module if is_activation else None
+            self._acts.setdefault(index, []).append(stats.activation_stats(tensors[0], activation))
+
+    def _hook_gradient(self, index: int, tensor: Tensor) -> None:
+        """Have the gradient w.r.t. ``tensor`` (as it is now) reported to :meth:`_on_grad`.
+
+        A pre-hook on the autograd node that made the tensor sees the same gradient as a tensor
+        hook registered now (before any in-place change), at a third of the cost.
+        """
+        node = tensor.grad_fn
+        if node is None:
+            tensor.register_hook(functools.partial(self._on_grad, index))
+            return
+        key = (index, tensor.output_nr)
+        hook = self._node_hooks.get(key)
+        if hook is None:
+            hook = self._node_hooks[key] = functools.partial(self._on_node_grad, index, tensor.output_nr)
+        node.register_prehook(hook)
+
+    def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
+        grad = grad_outputs[output_nr]
+        if grad is not None:
+            self._on_grad(index, grad)
+
+    def _on_grad(self, index: int, grad: Tensor) -> None:
+        if not self._attached:
+            return
+        self._signal_index.append(index)
+        self._signal_sq.append(stats.squared_norm(grad))  # now, while the gradient is in cache
+        self._signal_numel[index] += grad.numel()
+
+    def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
+        self._collect_backward()
+
+    def _after_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
+        self._close_step(None)
+
+    # -- step bookkeeping ------------------------------------------------------------------
+
+    def _reset_step_state(self) -> None:
+        self._forward_seen = False
+        self._signal_index: list[int] = []
+        self._signal_sq: list[Tensor] = []
+        self._signal_numel = [0] * len(self.layers)
+        self._acts: dict[int, list[Tensor]] = {}
+        self._record = _StepRecord(self._step)
+        self._pending_loss: Tensor | None = None
+
+    def _start_step(self) -> None:
+        self._reset_step_state()
+        self._signal_on = self._signal_schedule(self._step)
+        self._acts_on = self._acts_schedule(self._step)
+
+    def _collect_backward(self) -> None:
+        """Gather this step's backprop signal and weight gradients (before the update)."""
+        record = self._record
+        if self._signal_on:
+            self._put_signal(record)
+            self._put_weight_grads(record)
+        self._put_activations(record)
+        if self._update_schedule(self._step) and self._optimizer_ref is not None:
+            self._snapshot = self._trainable_copy()
+
+    def _close_step(self, loss: Tensor | float | None) -> None:
+        record = self._record
+        self._put_update_ratio(record)
+        loss = loss if loss is not None else self._pending_loss
+        if loss is not None and self._signal_on:
+            record.put("loss", _as_row(loss), np.ones(1, dtype=bool))
+        if record.values:
+            self._pending.append(record)
+        self._last_closed = record
+        if self._optimizer_ref is None and self._update_schedule(self._step):
+            self._snapshot = self._trainable_copy()
+        self._step += 1
+        self._start_step()
+        if len(self._pending) >= self._flush_every:
+            self.flush()
+
+    def _record_loss(self, loss: Tensor | float) -> None:
+        """With an optimizer: the loss belongs to the open step, or to the one just closed."""
+        last = self._last_closed
+        if self._forward_seen or last is None:
+            self._pending_loss = _as_row(loss)
+        elif "loss" not in last.values and self._signal_schedule(last.step):
+            last.put("loss", _as_row(loss), np.ones(1, dtype=bool))
+            self._pending.append(_StepRecord(last.step, {"loss": last.values["loss"]}, {"loss": last.observed["loss"]}))
+
+    # -- statistics of one step ------------------------------------------------------------
+
+    def _put_signal(self, record: _StepRecord) -> None:
+        n = len(self.layers)
+        if self._signal_sq:
+            groups = self._device_index(tuple(self._signal_index), self._signal_sq[0].device)
+            sq = stats.grouped_sums(torch.stack(self._signal_sq), groups, n)
+        else:
+            sq = torch.zeros(n)
+        observed = np.array(self._signal_numel) > 0
+        numel = torch.tensor([max(c, 1) for c in self._signal_numel], dtype=sq.dtype, device=sq.device)
+        record.put("signal_norm", sq.sqrt(), observed)
+        record.put("signal_rms", (sq / numel).sqrt(), observed)
+
+    def _put_weight_grads(self, record: _StepRecord) -> None:
+        with_grad = [i for i, p in enumerate(self._params) if p.grad is not None]
+        if not with_grad:
+            return
+        grads = [self._params[i].grad for i in with_grad]
+        sq = stats.squared_norms(grads)  # type: ignore[arg-type]
+        per_param = torch.zeros(len(self._params), dtype=sq.dtype, device=sq.device)
+        per_param[self._device_index(tuple(with_grad), sq.device)] = sq
+        observed_params = np.zeros(len(self._params), dtype=bool)
+        observed_params[with_grad] = True
+        layer_index = self._device_index(tuple(self._param_layer), sq.device)
+        per_layer = stats.grouped_sums(per_param, layer_index, len(self.layers))
+        observed_layers = np.zeros(len(self.layers), dtype=bool)
+        observed_layers[np.array(self._param_layer)[with_grad]] = True
+        record.put("param_grad_norm", per_param.sqrt(), observed_params)
+        record.put("weight_grad_norm", per_layer.sqrt(), observed_layers)
+
+    def _put_activations(self, record: _StepRecord) -> None:
+        if not self._acts:
+            return
+        n = len(self.layers)
+        rows = torch.full((n, len(stats.ACTIVATION_FIELDS)), float("nan"))
+        device = next(iter(self._acts.values()))[0].device
+        rows = rows.to(device)
+        observed = np.zeros(n, dtype=bool)
+        for index, calls in self._acts.items():
+            rows[index] = torch.stack(calls).mean(dim=0)
+            observed[index] = True
+        for column, metric in enumerate(stats.ACTIVATION_FIELDS):
+            record.put(metric, rows[:, column], observed)
+        self._acts = {}
+
+    def _put_update_ratio(self, record: _StepRecord) -> None:
+        if self._snapshot is None:
+            return
+        before, self._snapshot = self._snapshot, None
+        trainable = self._trainable()
+        after = [self._params[i].detach() for i in trainable]
+        delta_sq = stats.squared_norms(torch._foreach_sub(after, before))
+        weight_sq = stats.squared_norms(before)
+        groups = self._device_index(tuple(self._param_layer[i] for i in trainable), delta_sq.device)
+        n = len(self.layers)
+        weight_sq = stats.grouped_sums(weight_sq, groups, n)
+        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt()
+        ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
+        observed = np.zeros(n, dtype=bool)
+        observed[[self._param_layer[i] for i in trainable]] = True
+        if self._optimizer_ref is None:  # the update measured now was made from the last step
+            record = _StepRecord(self._step - 1)
+            self._pending.append(record)
+        record.put("update_ratio", ratio, observed)
+
+    def _trainable(self) -> list[int]:
+        return [i for i, p in enumerate(self._params) if p.requires_grad]
+
+    def _trainable_copy(self) -> list[Tensor]:
+        return [self._params[i].detach().clone() for i in self._trainable()]
+
+    def _device_index(self, indices: tuple[int, ...], device: torch.device) -> Tensor:
+        key = (*indices, -1, hash(device))
+        cached = self._index_cache.get(key)
+        if cached is None:
+            cached = torch.tensor(indices, dtype=torch.long, device=device)
+            self._index_cache[key] = cached
+        return cached
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Monitor:
+    """Attach a :class:`Monitor` to ``model`` (and ``optimizer``) and return it.
+
+    Use it as a context manager, or call ``detach()`` when done. See :class:`Monitor` for the
+    options; ``every=1, activations_every=1, updates_every=1`` records everything every step.
+
+    Example:
+        >>> from torch import nn
+        >>> monitor = watch(nn.Linear(3, 1))
+        >>> monitor.attached
+        True
+        >>> monitor.detach()
+    """
+    return Monitor(model, optimizer, **options).attach()
+
+
+def _validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = [name for name in options if name not in DEFAULT_OPTIONS]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, DEFAULT_OPTIONS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown option {name!r}: {hint}known options: {', '.join(DEFAULT_OPTIONS)}")
+    return {**DEFAULT_OPTIONS, **options}
+
+
+def _positive_int(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{option}={value!r}: give a positive integer")
+    return value
+
+
+def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}; "
+            "pass it as watch(model, optimizer) or leave it out and call monitor.step()"
+        )
+    owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in owned for p in model.parameters()):
+        raise ConfigError(
+            f"the {type(optimizer).__name__} given does not own any parameter of "
+            f"{type(model).__name__}: build it from model.parameters() (or pass the optimizer "
+            "that trains this model)"
+        )
+
+
+def _param_layer_index(model: nn.Module, layers: list[LayerInfo]) -> list[int]:
+    """For each parameter (``model.parameters()`` order), the column of the layer owning it."""
+    owner = {name: i for i, layer in enumerate(layers) for name in layer.params}
+    return [owner[name] for name, _ in model.named_parameters()]
+
+
+def _as_row(value: Tensor | float) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().reshape(-1)[:1].float()
+    return torch.tensor([float(value)])
+
+
+def _flush_records(
+    records: list[_StepRecord], history: History
+) -> tuple[list[tuple[str, int, np.ndarray]], list[NonFiniteEvent]]:
+    """Move the records' values to the host, append them to ``history``; return rows and events."""
+    by_metric: dict[str, list[_StepRecord]] = {}
+    for record in records:
+        for metric in record.values:
+            by_metric.setdefault(metric, []).append(record)
+    written = []
+    events: list[NonFiniteEvent] = []
+    for metric, group in by_metric.items():
+        group.sort(key=lambda r: r.step)
+        stacked = torch.stack([r.values[metric].to("cpu", torch.float64) for r in group]).numpy()
+        observed = np.stack([r.observed[metric] for r in group])
+        values = np.where(observed, stacked, np.nan)
+        steps = [r.step for r in group]
+        history.append(metric, steps, values)
+        events.extend(_find_non_finite(history, metric, steps, values, observed))
+        written.extend(zip([metric] * len(steps), steps, values))
+    for event in events:
+        history.add_event(event)
+    return written, events
+
+
+#: Metrics whose non-finite values are reported (an update ratio is NaN for all-zero weights).
+_FINITE_CHECKED = (*FORWARD_METRICS, *BACKWARD_METRICS, "param_grad_norm", "loss")
+
+
+def _find_non_finite(
+    history: History, metric: str, steps: list[int], values: np.ndarray, observed: np.ndarray
+) -> list[NonFiniteEvent]:
+    """One event per step: the first column, in the direction values flow, that is NaN/Inf."""
+    bad = observed & ~np.isfinite(values)
+    if metric not in _FINITE_CHECKED or not bad.any():
+        return []
+    order = list(range(values.shape[1]))
+    if metric in FORWARD_METRICS:
+        order = history.forward_order()
+    elif metric in BACKWARD_METRICS:
+        order = history.forward_order()[::-1]  # the backward pass meets the last layer first
+    events = []
+    for row, step in enumerate(steps):
+        first = next((i for i in order if bad[row, i]), None)
+        if first is not None:
+            events.append(NonFiniteEvent(step, metric, _column_name(history, metric, first)))
+    return events
+
+
+def _column_name(history: History, metric: str, column: int) -> str:
+    if metric == "loss":
+        return "loss"
+    if metric == "param_grad_norm":
+        return history.params[column]
+    return history.layers[column].name
+
+
+__all__ = ["ALL_STATS", "DEFAULT_OPTIONS", "FORWARD_METRICS", "Monitor", "watch"]
