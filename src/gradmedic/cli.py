@@ -1,0 +1,56 @@
+"""The ``gradmedic`` command line.
+
+Example:
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    gradmedic ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .errors import GradmedicError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradmedic",
+        description="Find, explain and treat vanishing and exploding gradients in PyTorch models.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="train a sick built-in network on scikit-learn's digits under the monitor"
+    )
+    demo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    demo.add_argument("--depth", type=int, default=20, help="number of sigmoid layers (default 20)")
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(f"gradmedic {__version__}")
+        return 0
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(steps=args.steps, depth=args.depth, seed=args.seed)
+            return 0
+    except (GradmedicError, ImportError) as error:
+        print(f"gradmedic: {error}", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
