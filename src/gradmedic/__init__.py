@@ -1,5 +1,8 @@
 """gradmedic: find, explain and treat vanishing and exploding gradients in PyTorch models.
 
+Check a model up before training (one forward/backward pass), with :func:`checkup`; watch it
+while it trains with :func:`watch`; ``Monitor.diagnose()`` names what went wrong.
+
 Watch a model while it trains::
 
     >>> import torch
@@ -14,12 +17,19 @@ Watch a model while it trains::
 """
 
 from ._version import __version__
+from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose
 from .errors import ConfigError, GradmedicError, ModelError, UnsupportedError
 from .history import History
 from .monitor import Monitor, watch
 
 __all__ = [
     "ConfigError",
+    "Finding",
+    "Remedy",
+    "Report",
+    "Severity",
+    "checkup",
+    "diagnose",
     "GradmedicError",
     "History",
     "ModelError",

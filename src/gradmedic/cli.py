@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 from .errors import GradmedicError
@@ -29,7 +30,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     demo.add_argument("--depth", type=int, default=20, help="number of sigmoid layers (default 20)")
     demo.add_argument("--seed", type=int, default=0)
+    check = commands.add_parser(
+        "checkup", help="one forward/backward pass on a model of yours, then the diagnosis"
+    )
+    check.add_argument(
+        "target",
+        metavar="TARGET",
+        help="package.module:function or path/file.py:function "
+        "returning (model, inputs[, targets[, loss_fn]])",
+    )
+    check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    check.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
     return parser
+
+
+def run_checkup(args: argparse.Namespace) -> int:
+    """``gradmedic checkup TARGET``: print the report; exit 1 when the model is not healthy."""
+    from .diagnosis import checkup, print_report
+    from .targets import load_target
+
+    target = load_target(args.target)
+    report = checkup(target.model, target.inputs, target.targets, target.loss_fn)
+    if args.json:
+        report.to_json(args.json)
+    if args.markdown:
+        Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
+    print_report(report)
+    return 0 if report.healthy else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo(steps=args.steps, depth=args.depth, seed=args.seed)
             return 0
+        if args.command == "checkup":
+            return run_checkup(args)
     except (GradmedicError, ImportError) as error:
         print(f"gradmedic: {error}", file=sys.stderr)
         return 2

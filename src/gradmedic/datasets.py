@@ -48,7 +48,7 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2) -> Split:
         raise ImportError("the digits data set needs scikit-learn: pip install 'gradmedic[lab]'") from None
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
-    n_test = int(round(len(y) * test_fraction))
+    n_test = round(len(y) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
     x = ((x - mean) / std).astype(np.float32)

@@ -30,6 +30,14 @@ def sick_network(depth: int = 20, width: int = 64, n_in: int = 64, n_out: int = 
     return nn.Sequential(*layers)
 
 
+def sick_example(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The demo's sick network and a batch of 128 digits: a ready TARGET for the command line."""
+    torch.manual_seed(seed)
+    data = load_digits_split(seed)
+    model = sick_network(n_in=data.n_features, n_out=data.n_classes)
+    return model, data.x_train[:128], data.y_train[:128]
+
+
 def signal_summary(history: History) -> str:
     """One sentence: how much of the last layer's backprop signal reaches the first layer."""
     profile = layer_profile(history, "signal_rms").observed()
@@ -45,21 +53,27 @@ def signal_summary(history: History) -> str:
 
 
 def run_demo(steps: int = 300, depth: int = 20, seed: int = 0, echo: Callable[[str], None] = print) -> float:
-    """Train the sick network under the monitor, print the per-layer table; return test accuracy."""
+    """Check up the sick network, then train it under the monitor; return its test accuracy."""
+    from .diagnosis import checkup, print_report
+
     torch.manual_seed(seed)
     data = load_digits_split(seed)
     model = sick_network(depth, n_in=data.n_features, n_out=data.n_classes)
     echo(
-        f"gradmedic demo: a {depth}-layer sigmoid MLP (PyTorch default init) on scikit-learn's "
-        f"digits ({len(data.y_train)} train / {len(data.y_test)} test), Adam lr 1e-3, {steps} steps"
+        f"gradmedic demo: a {depth}-layer sigmoid MLP (PyTorch default init) on scikit-learn's digits "
+        f"({len(data.y_train)} train / {len(data.y_test)} test)"
     )
+    echo("\n1. Checkup: one forward/backward pass on 128 training digits\n")
+    print_report(checkup(model, data.x_train[:128], data.y_train[:128]))
+    echo(f"\n2. Training under gradmedic.watch: Adam lr 1e-3, {steps} steps of 64\n")
     result = train_classifier(model, data, steps, lr=1e-3, seed=seed, monitor_options={})
     assert result.history is not None
-    echo("")
     echo(signal_table(result.history))
     echo("")
     losses = np.array(result.losses)
-    echo(f"loss {losses[:10].mean():.3f} -> {losses[-10:].mean():.3f}; test accuracy "
-         f"{result.test_accuracy:.1%} (chance: {1 / data.n_classes:.0%})")
+    echo(
+        f"loss {losses[:10].mean():.3f} -> {losses[-10:].mean():.3f}; test accuracy "
+        f"{result.test_accuracy:.1%} (chance: {1 / data.n_classes:.0%})"
+    )
     echo(signal_summary(result.history))
     return result.test_accuracy

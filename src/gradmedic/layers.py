@@ -7,7 +7,7 @@ A *layer* is a module with parameters of its own (``nn.Linear``, ``nn.Conv2d``, 
 Example:
     >>> from torch import nn
     >>> from gradmedic.layers import find_layers
-    >>> [(l.name, l.kind) for l in find_layers(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))]
+    >>> [(layer.name, layer.kind) for layer in find_layers(nn.Sequential(nn.Linear(2, 2), nn.Tanh()))]
     [('0', 'param'), ('1', 'activation')]
 """
 

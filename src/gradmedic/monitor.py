@@ -31,7 +31,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from .history import (
 from .hooks import HookSet
 from .layers import LayerInfo, find_layers, require_module
 from .schedules import Schedule, as_schedule
+
+if TYPE_CHECKING:
+    from .diagnosis import Report
 
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
 
@@ -123,6 +126,9 @@ class Monitor:
         self._history = History(self.layers, params, _positive_int(opts["max_rows"], "max_rows"), meta)
         self._log_path = Path(opts["log_path"]) if opts["log_path"] is not None else None
         self._hooks = HookSet()
+        self._modules: list[nn.Module] = []
+        self._params: list[nn.Parameter] = []
+        self._snapshot: list[Tensor] | None = None
         self._attached = False
         self._step = 0
         self._pending: list[_StepRecord] = []
@@ -173,8 +179,8 @@ class Monitor:
         """Remove every hook, flush pending values and drop every reference to the model."""
         self._hooks.remove()
         self._attached = False
-        self._modules: list[nn.Module] = []
-        self._params: list[nn.Parameter] = []
+        self._modules = []
+        self._params = []
         self._snapshot = None
         self.flush()
 
@@ -192,6 +198,12 @@ class Monitor:
             return
         if loss is not None:
             self._record_loss(loss)
+
+    def diagnose(self) -> Report:
+        """Apply gradmedic's rules to the run so far (see :func:`gradmedic.diagnosis.diagnose`)."""
+        from .diagnosis import diagnose
+
+        return diagnose(self.history, self._model_ref())
 
     def flush(self) -> None:
         """Copy pending values to the host, into the history (and the log file, if any)."""
@@ -236,7 +248,7 @@ class Monitor:
         if optimizer is not None:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
-        self._snapshot: list[Tensor] | None = None
+        self._snapshot = None
         self._index_cache: dict[tuple[int, ...], Tensor] = {}
 
     def _on_forward(self, index: int, module: nn.Module, args: object, output: object) -> None:
@@ -351,7 +363,9 @@ class Monitor:
             self._pending_loss = _as_row(loss)
         elif "loss" not in last.values and self._signal_schedule(last.step):
             last.put("loss", _as_row(loss), np.ones(1, dtype=bool))
-            self._pending.append(_StepRecord(last.step, {"loss": last.values["loss"]}, {"loss": last.observed["loss"]}))
+            loss_only = _StepRecord(last.step)
+            loss_only.put("loss", last.values["loss"], last.observed["loss"])
+            self._pending.append(loss_only)
 
     # -- statistics of one step ------------------------------------------------------------
 
@@ -504,7 +518,7 @@ def _flush_records(
     for record in records:
         for metric in record.values:
             by_metric.setdefault(metric, []).append(record)
-    written = []
+    written: list[tuple[str, int, np.ndarray]] = []
     events: list[NonFiniteEvent] = []
     for metric, group in by_metric.items():
         group.sort(key=lambda r: r.step)
@@ -520,8 +534,9 @@ def _flush_records(
     return written, events
 
 
-#: Metrics whose non-finite values are reported (an update ratio is NaN for all-zero weights).
-_FINITE_CHECKED = (*FORWARD_METRICS, *BACKWARD_METRICS, "param_grad_norm", "loss")
+#: Metrics whose non-finite values are reported. Saturated/dead fractions are NaN where they do
+#: not apply, and an update ratio is NaN for all-zero weights: neither is an overflow.
+_FINITE_CHECKED = ("act_mean", "act_std", *BACKWARD_METRICS, "param_grad_norm", "loss")
 
 
 def _find_non_finite(

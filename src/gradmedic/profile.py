@@ -38,7 +38,7 @@ class Profile:
     def observed(self) -> Profile:
         """The same profile without the layers that have no finite value."""
         keep = np.isfinite(self.values)
-        return Profile([l for l, k in zip(self.layers, keep) if k], self.values[keep])
+        return Profile([layer for layer, k in zip(self.layers, keep) if k], self.values[keep])
 
 
 def layer_profile(history: History, metric: str, last: int = 20, kind: str | None = "param") -> Profile:

@@ -74,7 +74,7 @@ def as_schedule(value: object, option: str) -> Schedule:
         return LogSpaced()
     if isinstance(value, bool) or not isinstance(value, int):
         if callable(value):
-            return value  # type: ignore[return-value]
+            return value
         raise ConfigError(
             f"{option}={value!r} is not a schedule: give a positive step interval (1 = every "
             f"step), 'log' for log-spaced steps, None to turn it off, or a function step -> bool"

@@ -60,8 +60,8 @@ def squared_norms(tensors: Sequence[Tensor]) -> Tensor:
         if any(n.dtype != norms[0].dtype for n in norms):
             norms = [n.double() for n in norms]
         return torch.stack(norms)
-    norms = torch._foreach_norm(list(tensors))
-    return torch.stack([n.float() for n in norms]) ** 2
+    fused = torch._foreach_norm(list(tensors))
+    return torch.stack([n.float() for n in fused]) ** 2
 
 
 def grouped_sums(values: Tensor, groups: Tensor, n_groups: int) -> Tensor:
@@ -169,7 +169,8 @@ def activation_stats(output: Tensor, module: nn.Module | None) -> Tensor:
     The two fractions are NaN where ``module`` cannot saturate or die.
 
     Example:
-        >>> [round(v, 3) for v in activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), nn.ReLU())]
+        >>> values = activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), nn.ReLU()).tolist()
+        >>> [round(v, 3) for v in values]
         [1.5, 1.658, nan, 0.5]
     """
     values = output.detach()

@@ -23,7 +23,7 @@ def log_bar(value: float, low: float, high: float, width: int = BAR_WIDTH) -> st
         return " " * width
     span = math.log10(high) - math.log10(low) if high > low else 1.0
     fraction = (math.log10(value) - math.log10(low)) / span if high > low else 1.0
-    filled = int(round(min(max(fraction, 0.0), 1.0) * width))
+    filled = round(min(max(fraction, 0.0), 1.0) * width)
     return "█" * filled + " " * (width - filled)
 
 

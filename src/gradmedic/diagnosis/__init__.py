@@ -1,0 +1,13 @@
+"""Diagnosis: the checkup, the rules and the report.
+
+Example:
+    >>> from gradmedic.diagnosis import Report, Severity
+    >>> Severity.WARNING > Severity.INFO
+    True
+"""
+
+from .checkup import checkup, diagnose
+from .findings import Finding, LayerSummary, Remedy, Report, Severity
+from .render import print_report
+
+__all__ = ["Finding", "LayerSummary", "Remedy", "Report", "Severity", "checkup", "diagnose", "print_report"]

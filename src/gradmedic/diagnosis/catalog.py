@@ -1,0 +1,159 @@
+"""The seed's nine remedies, each as a :class:`Remedy` with the code a user would write.
+
+Example:
+    >>> he_init().family
+    'init'
+    >>> "kaiming" in he_init().code
+    True
+"""
+
+from __future__ import annotations
+
+from .findings import Remedy
+
+#: Remedy families that ``gradmedic.treat`` applies by itself (filled in by gradmedic.remedies).
+AUTOMATIC_FAMILIES: set[str] = set()
+
+
+def _remedy(family: str, name: str, why: str, code: str) -> Remedy:
+    return Remedy(family, name, why, code, automatic=family in AUTOMATIC_FAMILIES)
+
+
+def non_saturating_activation(current: str | None = None) -> Remedy:
+    """1. Activations that keep the gradient: ReLU family, ELU, SELU, SiLU."""
+    was = f" instead of {current}" if current else ""
+    return _remedy(
+        "activation",
+        "Non-saturating activation (SiLU, ReLU, LeakyReLU, ELU)",
+        f"their slope stays near 1 for positive inputs{was}; sigmoid's is at most 0.25",
+        "nn.SiLU()  # or nn.ReLU(), nn.LeakyReLU(0.01), nn.ELU(), nn.SELU() with LeCun init",
+    )
+
+
+def leaky_activation() -> Remedy:
+    """1b. Against dead units: a slope on the negative side."""
+    return _remedy(
+        "activation",
+        "LeakyReLU / ELU instead of ReLU",
+        "a unit with a small negative slope still gets a gradient and can come back to life",
+        "nn.LeakyReLU(negative_slope=0.01)  # or nn.ELU()",
+    )
+
+
+def he_init() -> Remedy:
+    """2a. He/Kaiming initialization for the ReLU family."""
+    return _remedy(
+        "init",
+        "He (Kaiming) initialization",
+        "keeps the signal's variance constant through ReLU-family layers (gain sqrt(2))",
+        "nn.init.kaiming_uniform_(layer.weight, nonlinearity='relu'); nn.init.zeros_(layer.bias)",
+    )
+
+
+def xavier_or_orthogonal_init(deep: bool, activation: str = "tanh") -> Remedy:
+    """2b. Xavier/Glorot (or orthogonal, for deep stacks) for tanh and sigmoid."""
+    gain = f"nn.init.calculate_gain('{activation}')"
+    if deep:
+        return _remedy(
+            "init",
+            f"Orthogonal initialization with the {activation} gain",
+            "an orthogonal matrix keeps every direction's norm, so the signal neither shrinks "
+            f"nor grows through a deep {activation} stack",
+            f"nn.init.orthogonal_(layer.weight, gain={gain})",
+        )
+    return _remedy(
+        "init",
+        "Xavier (Glorot) initialization",
+        f"balances the variance of the forward signal and of the gradient for {activation}",
+        f"nn.init.xavier_uniform_(layer.weight, gain={gain})",
+    )
+
+
+def lecun_init() -> Remedy:
+    """2c. LeCun initialization for SELU."""
+    return _remedy(
+        "init",
+        "LeCun initialization",
+        "SELU self-normalizes only with weights of variance 1/fan_in",
+        "nn.init.kaiming_normal_(layer.weight, nonlinearity='linear')  # LeCun normal",
+    )
+
+
+def batch_norm() -> Remedy:
+    """3. Batch normalization."""
+    return _remedy(
+        "normalization",
+        "Batch normalization after each linear/conv layer",
+        "re-centres and re-scales every layer's input, so no layer drifts into a flat region",
+        "nn.Sequential(nn.Linear(n, n), nn.BatchNorm1d(n), nn.ReLU())  # BatchNorm2d for conv",
+    )
+
+
+def residual() -> Remedy:
+    """4. Residual connections."""
+    return _remedy(
+        "residual",
+        "Residual connections",
+        "y = F(x) + x gives the gradient a path that skips every layer's factor",
+        "def forward(self, x): return x + self.alpha * self.block(x)  # alpha starts at 0",
+    )
+
+
+def clipping(max_norm: float = 1.0) -> Remedy:
+    """5. Gradient clipping."""
+    return _remedy(
+        "clipping",
+        "Gradient clipping",
+        "bounds the size of one update, so one huge gradient cannot throw the weights away",
+        f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={max_norm})  # before step()",
+    )
+
+
+def gated_recurrent() -> Remedy:
+    """6. LSTM / GRU."""
+    return _remedy(
+        "recurrent",
+        "LSTM or GRU instead of a vanilla RNN",
+        "their additive, gated cell state carries the gradient across many time steps",
+        "nn.LSTM(input_size, hidden_size, batch_first=True)  # or nn.GRU(...)",
+    )
+
+
+def adaptive_optimizer() -> Remedy:
+    """7. Learning rate and adaptive optimizers."""
+    return _remedy(
+        "optimizer",
+        "Adaptive optimizer (Adam, RMSprop) and a tuned learning rate",
+        "per-parameter step sizes let layers with small gradients still move",
+        "torch.optim.Adam(model.parameters(), lr=1e-3)  # find the rate with gradmedic.find_lr",
+    )
+
+
+def lower_learning_rate() -> Remedy:
+    """7b. A smaller learning rate (against divergence)."""
+    return _remedy(
+        "optimizer",
+        "Smaller learning rate",
+        "a step too large for the curvature makes values grow until they overflow",
+        "for group in optimizer.param_groups: group['lr'] *= 0.1",
+    )
+
+
+def layer_norm() -> Remedy:
+    """8. Layer normalization."""
+    return _remedy(
+        "normalization",
+        "Layer normalization",
+        "normalizes each sample's features, independent of batch size: good in sequence models",
+        "nn.LayerNorm(hidden_size)  # after each layer, or before each block (pre-LN)",
+    )
+
+
+def shallower(depth: int) -> Remedy:
+    """9. A shallower model."""
+    return _remedy(
+        "shallower",
+        f"A shallower model (about {depth} layers)",
+        "the signal only reaches that many layers; the layers below it do not learn anyway",
+        f"model = build_model(depth={depth})  # the same recipe with fewer blocks",
+    )

@@ -1,0 +1,217 @@
+"""The checkup: one forward and one backward pass, the monitor's statistics, then the rules.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from gradmedic import checkup
+    >>> layers = [m for _ in range(30) for m in (nn.Linear(32, 32), nn.Sigmoid())]
+    >>> model = nn.Sequential(*layers, nn.Linear(32, 10))
+    >>> report = checkup(model, torch.randn(64, 32), torch.randint(0, 10, (64,)))
+    >>> report.findings[0].kind, report.healthy
+    ('vanishing_gradient', False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, ModelError
+from ..history import History
+from ..layers import require_module
+from ..monitor import Monitor
+from ..tracing import ActivationTracer
+from .evidence import Evidence, evidence_from_history
+from .findings import LayerSummary, Report
+from .rules import health_score, run_rules
+
+SURROGATE_NOTE = (
+    "no targets/loss given: backpropagated the surrogate loss 0.5 * mean over the batch of the "
+    "sum of squared outputs (its gradient is the output itself)"
+)
+
+LossFn = Callable[..., Tensor]
+
+
+def checkup(
+    model: nn.Module,
+    inputs: Any,
+    targets: Tensor | None = None,
+    loss_fn: LossFn | None = None,
+) -> Report:
+    """Diagnose ``model`` from one forward/backward pass on ``inputs``; no optimizer step.
+
+    Args:
+        model: the network, in the state you would start training it.
+        inputs: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
+        targets: optional targets; with integer targets and no ``loss_fn`` the loss is
+            cross-entropy, with float targets mean squared error.
+        loss_fn: optional ``loss_fn(output, targets)`` (or ``loss_fn(output)`` without targets).
+
+    The model is left exactly as found: parameters, ``.grad`` fields, train/eval mode of every
+    module, buffers (BatchNorm running statistics) and the RNG state. The pass runs in train mode.
+    """
+    require_module(model)
+    notes: list[str] = []
+    with preserved(model):
+        model.train()
+        for param in model.parameters():
+            param.grad = None
+        monitor = Monitor(model, every=1, activations_every=1, updates_every=None, flush_every=1)
+        with monitor, ActivationTracer(model) as tracer:
+            output = call_model(model, inputs)
+            loss = compute_loss(output, targets, loss_fn, notes)
+            loss.backward()
+            subnormal = subnormal_fraction(model)
+            monitor.step(loss)
+        evidence = evidence_from_history(monitor.history, model, tracer.after)
+    evidence.source = "checkup"
+    evidence.subnormal_fraction = subnormal
+    evidence.batch_size = batch_size(inputs)
+    return build_report(evidence, notes)
+
+
+def diagnose(history: History, model: nn.Module | None = None) -> Report:
+    """Apply the rules to a monitored run's History (``Monitor.diagnose`` calls this).
+
+    Without the model (a History loaded from disk), structural facts such as the initial gain
+    and the presence of normalization layers are unknown and the rules that need them stay quiet.
+    """
+    return build_report(evidence_from_history(history, model))
+
+
+def build_report(evidence: Evidence, notes: list[str] | None = None) -> Report:
+    """Run the rules on ``evidence`` and package the answer."""
+    layers = [
+        LayerSummary(
+            layer.name,
+            layer.type,
+            layer.signal,
+            layer.weight_grad,
+            layer.activation,
+            layer.saturated,
+            layer.dead,
+        )
+        for layer in evidence.layers
+    ]
+    return Report(run_rules(evidence), health_score(evidence), evidence.source, list(notes or []), layers)
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with a tensor, positional tuple or keyword dict; explain a failure."""
+    try:
+        if isinstance(inputs, dict):
+            return model(**inputs)
+        if isinstance(inputs, (tuple, list)):
+            return model(*inputs)
+        return model(inputs)
+    except Exception as error:
+        raise ModelError(
+            f"{type(model).__name__} raised {type(error).__name__} when called with inputs "
+            f"{describe_inputs(inputs)}: {error}. Pass the inputs as forward() expects them: a "
+            "tensor, a tuple of positional arguments, or a dict of keyword arguments"
+        ) from error
+
+
+def compute_loss(output: Any, targets: Tensor | None, loss_fn: LossFn | None, notes: list[str]) -> Tensor:
+    """The loss to backpropagate: the user's, an inferred one, or the documented surrogate."""
+    tensor = first_tensor(output)
+    if loss_fn is not None:
+        loss = loss_fn(output, targets) if targets is not None else loss_fn(output)
+    elif targets is not None:
+        loss = infer_loss(tensor, targets, notes)
+    else:
+        notes.append(SURROGATE_NOTE)
+        loss = 0.5 * tensor.pow(2).reshape(len(tensor), -1).sum(dim=1).mean()
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ConfigError(f"the loss must be a scalar tensor, got {shape}: reduce it (e.g. .mean())")
+    if not loss.requires_grad:
+        raise ModelError("the loss does not depend on any parameter that requires grad: nothing to diagnose")
+    return loss
+
+
+def infer_loss(output: Tensor, targets: Tensor, notes: list[str]) -> Tensor:
+    """Cross-entropy for integer targets, mean squared error for float targets."""
+    if not targets.is_floating_point():
+        notes.append("loss: cross-entropy (integer targets)")
+        return nn.functional.cross_entropy(output, targets)
+    if targets.shape != output.shape:
+        raise ConfigError(
+            f"float targets of shape {tuple(targets.shape)} do not match the output "
+            f"{tuple(output.shape)}: pass loss_fn=... for this model"
+        )
+    notes.append("loss: mean squared error (float targets)")
+    return nn.functional.mse_loss(output, targets)
+
+
+def first_tensor(output: Any) -> Tensor:
+    """The first floating-point tensor in a model's output (a tensor, tuple, list or dict)."""
+    if isinstance(output, Tensor) and output.is_floating_point():
+        return output
+    items = (
+        output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else []
+    )
+    for item in items:
+        with contextlib.suppress(ModelError):
+            return first_tensor(item)
+    raise ModelError(f"the model's output ({type(output).__name__}) holds no floating-point tensor")
+
+
+def describe_inputs(inputs: Any) -> str:
+    """Shapes of the inputs, for error messages: ``(64, 32)``, ``[(8, 5), (8,)]``, ``{x: (2, 3)}``."""
+    if isinstance(inputs, Tensor):
+        return str(tuple(inputs.shape))
+    if isinstance(inputs, dict):
+        return "{" + ", ".join(f"{k}: {describe_inputs(v)}" for k, v in inputs.items()) + "}"
+    if isinstance(inputs, (tuple, list)):
+        return "[" + ", ".join(describe_inputs(v) for v in inputs) + "]"
+    return type(inputs).__name__
+
+
+def batch_size(inputs: Any) -> int | None:
+    """Size of dimension 0 of the first tensor in the inputs."""
+    with contextlib.suppress(ModelError, IndexError):
+        return int(first_tensor(inputs).shape[0])
+    return None
+
+
+def subnormal_fraction(model: nn.Module) -> float:
+    """Fraction of gradient values that are subnormal (non-zero, below the smallest normal)."""
+    total, subnormal = 0, 0
+    for param in model.parameters():
+        grad = param.grad
+        if grad is None or not grad.is_floating_point():
+            continue
+        tiny = torch.finfo(grad.dtype).tiny
+        magnitude = grad.detach().abs()
+        subnormal += int(((magnitude > 0) & (magnitude < tiny)).sum())
+        total += grad.numel()
+    return subnormal / total if total else 0.0
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restore ``.grad`` fields, each module's mode, all buffers and the RNG state on exit."""
+    grads = [(p, p.grad) for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        for param, grad in grads:
+            param.grad = grad
+        for module, mode in modes:
+            module.training = mode
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)

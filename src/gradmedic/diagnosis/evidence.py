@@ -1,0 +1,189 @@
+"""The plain numbers a diagnosis reads: built from a History and the model, or by hand in tests.
+
+Rules see only :class:`Evidence`: no tensors, no hooks, no model. That keeps them pure and lets
+tests feed them synthetic numbers.
+
+Example:
+    >>> layers = [LayerEvidence("0", "Linear", signal=1e-9), LayerEvidence("2", "Linear", signal=1.0)]
+    >>> ev = Evidence(layers)
+    >>> [layer.name for layer in ev.observed()]
+    ['0', '2']
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..history import History, NonFiniteEvent
+from ..profile import layer_profile
+from ..tracing import ACTIVATIONS, FollowingActivation
+
+NORM_TYPES = tuple(
+    t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None)) if t
+)
+WEIGHT_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_NAMES = {"Linear", "Conv1d", "Conv2d", "Conv3d"}
+#: Canonical activation name of each activation module class ("LeakyReLU" -> "leaky_relu").
+MODULE_ACTIVATION = {type(module).__name__: name for name, module in ACTIVATIONS.items()}
+
+
+@dataclass
+class LayerEvidence:
+    """One parametrised layer, in forward order.
+
+    Attributes:
+        signal: backprop signal (RMS of d loss / d output), median of recent rows.
+        weight_grad: weight-gradient norm of the layer's own parameters.
+        activation: name of the activation applied to the output (``"tanh"``...), if any.
+        saturated: fraction of that activation's outputs in its flat tails (NaN: not applicable).
+        dead: fraction of that activation's units zero for the whole batch (NaN: not applicable).
+        gain: ``std(weight) * sqrt(fan_in)`` for Linear/Conv weights (NaN otherwise).
+        update_ratio: median ``||dw|| / ||w||`` over the run (monitor only).
+        weight: True for Linear/Conv layers (the ones a stack is made of).
+    """
+
+    name: str
+    type: str
+    signal: float = math.nan
+    weight_grad: float = math.nan
+    activation: str | None = None
+    saturated: float = math.nan
+    dead: float = math.nan
+    gain: float = math.nan
+    update_ratio: float = math.nan
+    weight: bool = True
+
+
+@dataclass
+class Evidence:
+    """Everything the rules may look at."""
+
+    layers: list[LayerEvidence]
+    source: str = "checkup"
+    normalized: bool = False
+    recurrent: list[str] = field(default_factory=list)
+    non_finite: list[NonFiniteEvent] = field(default_factory=list)
+    subnormal_fraction: float = 0.0
+    flush_denormal: bool = False
+    on_cpu: bool = True
+    batch_size: int | None = None
+    loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    saturation_trend: dict[str, tuple[float, float]] = field(default_factory=dict)
+    dead_trend: dict[str, tuple[float, float]] = field(default_factory=dict)
+    grad_norm_series: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def observed(self) -> list[LayerEvidence]:
+        """Layers with a finite, positive backprop signal, in forward order."""
+        return [layer for layer in self.layers if math.isfinite(layer.signal) and layer.signal > 0]
+
+    @property
+    def depth(self) -> int:
+        """Number of Linear/Conv layers."""
+        return sum(1 for layer in self.layers if layer.weight)
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether ``torch.set_flush_denormal(True)`` is in effect (a subnormal times 1 becomes 0)."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    return bool((tiny * 1.0).item() == 0.0)
+
+
+def weight_gain(module: nn.Module) -> float:
+    """``std(weight) * sqrt(fan_in)``: 1 for LeCun, sqrt(2) for He, ~0.58 for PyTorch's default."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(module, WEIGHT_TYPES) or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        return math.nan
+    fan_in = weight[0].numel()
+    return float(weight.detach().float().std()) * math.sqrt(fan_in)
+
+
+def evidence_from_history(
+    history: History,
+    model: nn.Module | None,
+    activations: dict[str, FollowingActivation] | None = None,
+    last: int = 20,
+) -> Evidence:
+    """Summarise a History (and the model's structure, when given) for the rules.
+
+    ``activations`` (from :class:`gradmedic.tracing.ActivationTracer`) names the activation
+    after each layer even when it is a function call; otherwise activation modules are used.
+    """
+    signal = layer_profile(history, "signal_rms", last)
+    weight_grad = layer_profile(history, "weight_grad_norm", last).values
+    updates = layer_profile(history, "update_ratio", 10**9).values
+    after = activations if activations is not None else _activation_modules(history, last)
+    modules = dict(model.named_modules()) if model is not None else {}
+    layers = []
+    for layer, value, grad, update in zip(signal.layers, signal.values, weight_grad, updates):
+        module = modules.get(layer.name)
+        following = after.get(layer.name)
+        layers.append(
+            LayerEvidence(
+                layer.name, layer.type, float(value), float(grad),
+                activation=following.name if following else None,
+                saturated=following.saturated if following else math.nan,
+                dead=following.dead if following else math.nan,
+                gain=weight_gain(module) if module is not None else math.nan,
+                update_ratio=float(update),
+                weight=isinstance(module, WEIGHT_TYPES) if module is not None else layer.type in WEIGHT_NAMES,
+            )
+        )  # fmt: skip
+    evidence = Evidence(layers, source="monitor", non_finite=list(history.non_finite))
+    if model is not None:
+        _add_structure(evidence, model)
+    evidence.flush_denormal = flush_denormal_enabled()
+    if "loss" in history.metrics:
+        evidence.loss = history.array("loss")[1][:, 0]
+    if "weight_grad_norm" in history.metrics:
+        rows = history.array("weight_grad_norm")[1]
+        evidence.grad_norm_series = np.sqrt(np.nansum(rows**2, axis=1))
+    evidence.saturation_trend = _trend(history, "act_saturated")
+    evidence.dead_trend = _trend(history, "act_dead")
+    return evidence
+
+
+def _add_structure(evidence: Evidence, model: nn.Module) -> None:
+    modules = list(model.named_modules())
+    evidence.normalized = any(isinstance(m, NORM_TYPES) for _, m in modules)
+    evidence.recurrent = [n for n, m in modules if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
+    evidence.on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+
+
+def _activation_modules(history: History, last: int) -> dict[str, FollowingActivation]:
+    """The activation module that follows each parametrised layer in forward order."""
+    saturated = layer_profile(history, "act_saturated", last, kind=None)
+    dead = layer_profile(history, "act_dead", last, kind=None).values
+    after: dict[str, FollowingActivation] = {}
+    owner = None
+    for layer, sat, gone in zip(saturated.layers, saturated.values, dead):
+        if layer.kind == "param":
+            owner = layer.name
+        elif owner is not None:
+            name = MODULE_ACTIVATION.get(layer.type, layer.type.lower())
+            after[owner] = FollowingActivation(name, float(sat), float(gone))
+            owner = None
+    return after
+
+
+def _trend(history: History, metric: str) -> dict[str, tuple[float, float]]:
+    """Per layer, the value early in the run and late in it (medians of the first/last quarter)."""
+    if metric not in history.metrics:
+        return {}
+    _, rows = history.array(metric)
+    if len(rows) < 4:
+        return {}
+    quarter = max(len(rows) // 4, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # layers without the statistic: all NaN
+        early, late = np.nanmedian(rows[:quarter], axis=0), np.nanmedian(rows[-quarter:], axis=0)
+    return {
+        history.layers[i].name: (float(early[i]), float(late[i]))
+        for i in range(len(history.layers))
+        if np.isfinite(early[i]) and np.isfinite(late[i])
+    }

@@ -1,0 +1,222 @@
+"""What a diagnosis says: findings (kind, layers, evidence, cause, remedies) and the Report.
+
+Everything here is plain data that round-trips through JSON.
+
+JSON schema of a report (``Report.to_json``)::
+
+    {
+      "format": "gradmedic.report", "version": 1,
+      "source": "checkup" | "monitor",
+      "score": float in [0, 1], "healthy": bool,
+      "notes": [str, ...],
+      "layers": [{"name", "type", "signal_rms", "weight_grad_norm", "activation",
+                  "saturated", "dead"}, ...],          # parametrised layers, forward order
+      "findings": [{"kind", "severity": "info" | "warning" | "critical", "layers": [str],
+                    "evidence": str, "cause": str, "numbers": {str: float},
+                    "remedies": [{"family", "name", "why", "code", "automatic"}]}]
+    }
+
+Numbers that are not finite are written as ``null``.
+
+Example:
+    >>> report = Report(findings=[], score=1.0, source="checkup")
+    >>> Report.from_json(report.to_json()).healthy
+    True
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+FORMAT = "gradmedic.report"
+VERSION = 1
+
+
+class Severity(enum.IntEnum):
+    """How bad a finding is. ``Report.healthy`` means no finding is WARNING or worse."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One of the seed's nine remedies, as a user would apply it.
+
+    Attributes:
+        family: ``activation``, ``init``, ``normalization``, ``residual``, ``clipping``,
+            ``recurrent``, ``optimizer``, ``layernorm`` or ``shallower``.
+        name: short title, e.g. "He (Kaiming) initialization".
+        why: one line: why it helps here.
+        code: the PyTorch code a user would write.
+        automatic: whether ``gradmedic.treat`` applies it by itself.
+    """
+
+    family: str
+    name: str
+    why: str
+    code: str
+    automatic: bool = False
+
+
+@dataclass
+class Finding:
+    """A named problem, where it is, the numbers behind it, its cause and what to do."""
+
+    kind: str
+    severity: Severity
+    layers: list[str]
+    evidence: str
+    cause: str
+    remedies: list[Remedy] = field(default_factory=list)
+    numbers: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["severity"] = self.severity.label
+        data["numbers"] = {k: _finite_or_none(v) for k, v in self.numbers.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(
+            kind=data["kind"],
+            severity=Severity[data["severity"].upper()],
+            layers=list(data["layers"]),
+            evidence=data["evidence"],
+            cause=data["cause"],
+            remedies=[Remedy(**r) for r in data.get("remedies", [])],
+            numbers={k: math.nan if v is None else float(v) for k, v in data.get("numbers", {}).items()},
+        )
+
+
+@dataclass
+class LayerSummary:
+    """One parametrised layer as the report shows it."""
+
+    name: str
+    type: str
+    signal_rms: float = math.nan
+    weight_grad_norm: float = math.nan
+    activation: str | None = None
+    saturated: float = math.nan
+    dead: float = math.nan
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerSummary:
+        def number(key: str) -> float:
+            value = data.get(key)
+            return math.nan if value is None else float(value)
+
+        return cls(
+            str(data["name"]),
+            str(data["type"]),
+            number("signal_rms"),
+            number("weight_grad_norm"),
+            data.get("activation"),
+            number("saturated"),
+            number("dead"),
+        )
+
+
+@dataclass
+class Report:
+    """The answer of a checkup or a diagnosis.
+
+    Attributes:
+        findings: the problems found, most severe first.
+        score: health score in [0, 1]: how likely the model is to train as it is.
+        source: ``"checkup"`` (one forward/backward pass) or ``"monitor"`` (a training run).
+        notes: how the numbers were obtained (e.g. the surrogate loss used).
+        layers: the per-layer numbers the findings refer to, in forward order.
+    """
+
+    findings: list[Finding]
+    score: float
+    source: str
+    notes: list[str] = field(default_factory=list)
+    layers: list[LayerSummary] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when no finding is a warning or worse."""
+        return all(f.severity < Severity.WARNING for f in self.findings)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of the findings, in order."""
+        return [f.kind for f in self.findings]
+
+    def get(self, kind: str) -> Finding | None:
+        """The first finding of ``kind``, or None."""
+        return next((f for f in self.findings if f.kind == kind), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "score": self.score,
+            "healthy": self.healthy,
+            "notes": self.notes,
+            "layers": [
+                {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(layer).items()}
+                for layer in self.layers
+            ],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The report as JSON text (see the module docstring); also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        """Read a report written by :meth:`to_json`."""
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ConfigError(
+                f"not a gradmedic report (format={data.get('format')!r}); write one with Report.to_json"
+            )
+        layers = [LayerSummary.from_dict(item) for item in data.get("layers", [])]
+        return cls(
+            findings=[Finding.from_dict(f) for f in data["findings"]],
+            score=float(data["score"]),
+            source=data["source"],
+            notes=list(data.get("notes", [])),
+            layers=layers,
+        )
+
+    def render(self) -> str:
+        """The terminal view (plain text; ``print(report)`` shows the same)."""
+        from .render import render_text
+
+        return render_text(self)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown."""
+        from .render import render_markdown
+
+        return render_markdown(self)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,92 @@
+"""Load what the command line examines: ``package.module:function`` or ``path/file.py:function``.
+
+The function takes no argument and returns the model and an example batch, as a tuple
+``(model, inputs)``, ``(model, inputs, targets)`` or ``(model, inputs, targets, loss_fn)``, or as a
+dict with those keys.
+
+Example:
+    >>> target = load_target("gradmedic.demo:sick_example")
+    >>> type(target.model).__name__
+    'Sequential'
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+
+@dataclass
+class Target:
+    """A model and an example batch to examine."""
+
+    model: nn.Module
+    inputs: Any
+    targets: Tensor | None = None
+    loss_fn: Callable[..., Tensor] | None = None
+
+
+def load_target(spec: str) -> Target:
+    """Import the function named by ``spec`` and call it.
+
+    Raises:
+        ConfigError: when the spec is malformed, the module or function is missing, or the
+            function returns something else than described above.
+    """
+    if ":" not in spec:
+        raise ConfigError(
+            f"TARGET {spec!r} must name a function: 'package.module:function' or 'path/to/file.py:function'"
+        )
+    where, name = spec.rsplit(":", 1)
+    module = _import(where)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"{where} has no function {name!r}")
+    return _as_target(function(), spec)
+
+
+def _import(where: str) -> Any:
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ConfigError(f"no such file: {where}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules.setdefault(path.stem, module)
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(where)
+    except ImportError as error:
+        raise ConfigError(f"cannot import {where!r}: {error}") from None
+
+
+def _as_target(value: Any, spec: str) -> Target:
+    if isinstance(value, dict):
+        unknown = set(value) - {"model", "inputs", "targets", "loss_fn"}
+        if unknown or "model" not in value or "inputs" not in value:
+            raise ConfigError(
+                f"{spec} returned a dict with keys {sorted(value)}: use model, inputs[, targets, loss_fn]"
+            )
+        target = Target(**value)
+    elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 4:
+        target = Target(*value)
+    else:
+        raise ConfigError(
+            f"{spec} returned {type(value).__name__}: return (model, inputs[, targets[, loss_fn]]) or a dict"
+        )
+    if not isinstance(target.model, nn.Module):
+        raise ConfigError(
+            f"{spec} returned a {type(target.model).__name__} as the model: return an nn.Module first"
+        )
+    return target

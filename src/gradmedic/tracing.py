@@ -1,0 +1,120 @@
+"""What the forward pass shows about a model's structure: the activation after each layer.
+
+Activations may be modules (``nn.Tanh()``) or plain calls inside ``forward``
+(``torch.sigmoid(x)``, ``F.relu(x)``, ``x.tanh()``); both go through ``torch`` functions, so a
+``TorchFunctionMode`` sees them in execution order. Each parametrised layer gets the first
+activation function called after it returns and before the next layer starts, with the
+saturated and dead fractions of that activation's output.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(3, 3)
+    ...     def forward(self, x):
+    ...         return torch.sigmoid(self.fc(x))
+    >>> net = Net()
+    >>> with ActivationTracer(net) as tracer:
+    ...     _ = net(torch.randn(4, 3))
+    >>> tracer.after["fc"].name
+    'sigmoid'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from . import stats
+from .hooks import HookSet
+from .layers import find_layers
+
+#: Activation function names (as ``func.__name__`` of torch / F / Tensor methods) and a module
+#: standing for each, used for its saturation band and whether its units can die.
+ACTIVATIONS: dict[str, nn.Module] = {
+    "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "hardtanh": nn.Hardtanh(), "relu6": nn.ReLU6(),
+    "softsign": nn.Softsign(), "hardsigmoid": nn.Hardsigmoid(), "relu": nn.ReLU(),
+    "leaky_relu": nn.LeakyReLU(), "prelu": nn.PReLU(), "rrelu": nn.LeakyReLU(), "elu": nn.ELU(),
+    "selu": nn.SELU(), "celu": nn.CELU(), "gelu": nn.GELU(), "silu": nn.SiLU(), "mish": nn.Mish(),
+    "softplus": nn.Softplus(), "hardswish": nn.Hardswish(), "logsigmoid": nn.LogSigmoid(),
+}  # fmt: skip
+
+
+@dataclass
+class FollowingActivation:
+    """The activation applied to a layer's output, and how its output looked."""
+
+    name: str
+    saturated: float = math.nan
+    dead: float = math.nan
+
+
+def activation_name(func: Callable[..., Any]) -> str | None:
+    """Canonical activation name of a torch function, or None (``relu_`` -> ``relu``)."""
+    name = getattr(func, "__name__", "").rstrip("_")
+    return name if name in ACTIVATIONS else None
+
+
+class ActivationTracer(TorchFunctionMode):
+    """Records, during forward passes, the activation that follows each parametrised layer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._model = model
+        self._hooks = HookSet()
+        self._open: str | None = None
+        self.after: dict[str, FollowingActivation] = {}
+
+    def __enter__(self) -> ActivationTracer:
+        modules = dict(self._model.named_modules())
+        for layer in find_layers(self._model):
+            if layer.kind == "param":
+                module = modules[layer.name]
+                self._hooks.add(module.register_forward_pre_hook(self._on_start))
+                self._hooks.add(module.register_forward_hook(self._make_on_end(layer.name)))
+        super().__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            self._hooks.remove()
+
+    def _on_start(self, module: nn.Module, args: object) -> None:
+        self._open = None
+
+    def _make_on_end(self, name: str) -> Callable[[nn.Module, object, object], None]:
+        def on_end(module: nn.Module, args: object, output: object) -> None:
+            self._open = name
+
+        return on_end
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        result = func(*args, **(kwargs or {}))
+        name = activation_name(func)
+        if name is not None and self._open is not None and isinstance(result, Tensor):
+            if self._open not in self.after:
+                self.after[self._open] = describe(name, result)
+            self._open = None
+        return result
+
+
+@torch.no_grad()
+def describe(name: str, output: Tensor) -> FollowingActivation:
+    """Saturated and dead fractions of an activation's output (NaN where they do not apply)."""
+    values = stats.activation_stats(output, ACTIVATIONS[name]).tolist()
+    return FollowingActivation(name, saturated=values[2], dead=values[3])
