@@ -21,9 +21,35 @@ from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose
 from .errors import ConfigError, GradmedicError, ModelError, UnsupportedError
 from .history import History
 from .monitor import Monitor, watch
+from .remedies import (
+    Change,
+    Treatment,
+    add_normalization,
+    add_residual,
+    clip_gradients,
+    find_lr,
+    forget_gate_bias,
+    reinit,
+    swap_activations,
+    swap_recurrent,
+    treat,
+    truncate,
+)
 
 __all__ = [
+    "Change",
     "ConfigError",
+    "Treatment",
+    "add_normalization",
+    "add_residual",
+    "clip_gradients",
+    "find_lr",
+    "forget_gate_bias",
+    "reinit",
+    "swap_activations",
+    "swap_recurrent",
+    "treat",
+    "truncate",
     "Finding",
     "Remedy",
     "Report",

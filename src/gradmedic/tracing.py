@@ -118,3 +118,35 @@ def describe(name: str, output: Tensor) -> FollowingActivation:
     """Saturated and dead fractions of an activation's output (NaN where they do not apply)."""
     values = stats.activation_stats(output, ACTIVATIONS[name]).tolist()
     return FollowingActivation(name, saturated=values[2], dead=values[3])
+
+
+def activation_of_module(module: nn.Module) -> str | None:
+    """Canonical name of an activation module (``nn.LeakyReLU`` -> ``"leaky_relu"``), or None."""
+    for name, example in ACTIVATIONS.items():
+        if type(module) is type(example):
+            return name
+    return None
+
+
+def following_activations(model: nn.Module, inputs: Any = None) -> dict[str, str]:
+    """The activation after each parametrised layer: traced on ``inputs`` when given (functional
+    activations count), else read from the order of activation modules in ``named_modules``.
+
+    The traced forward pass leaves the model as it was (modes, buffers, grads, RNG state).
+    """
+    if inputs is not None:
+        from .diagnosis.checkup import call_model, preserved
+
+        with preserved(model), torch.no_grad(), ActivationTracer(model) as tracer:
+            call_model(model, inputs)
+        return {name: found.name for name, found in tracer.after.items()}
+    after: dict[str, str] = {}
+    owner = None
+    for name, module in model.named_modules():
+        activation = activation_of_module(module)
+        if activation is not None and owner is not None:
+            after[owner] = activation
+            owner = None
+        elif activation is None and any(True for _ in module.parameters(recurse=False)):
+            owner = name
+    return after

@@ -95,3 +95,47 @@ def train_classifier(
     result.test_accuracy = accuracy(model, data.x_test, data.y_test)
     result.history = monitor.history if monitor is not None else None
     return result
+
+
+@dataclass
+class SweepResult:
+    """The best learning rate of a sweep (chosen on validation data) and its test accuracy."""
+
+    lr: float
+    val_accuracy: float
+    test_accuracy: float
+    by_lr: dict[float, float] = field(default_factory=dict)
+
+
+def validation_split(data: Split, fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split]:
+    """Split ``data``'s training set into (train, validation) splits; the test set is untouched."""
+    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(seed))
+    n_val = round(len(order) * fraction)
+    val, train = order[:n_val], order[n_val:]
+    fit = Split(data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val])
+    return fit, Split(data.x_train[train], data.y_train[train], data.x_test, data.y_test)
+
+
+def sweep_lr(
+    make_model: Callable[[], nn.Module],
+    data: Split,
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3),
+    steps: int = 600,
+    seed: int = 0,
+    optimizer: str = "adam",
+) -> SweepResult:
+    """Train a fresh model per rate, pick the rate with the best validation accuracy, and report
+    that model's test accuracy: a fair comparison gives every configuration its own rate.
+    """
+    fit, final = validation_split(data, seed=seed)
+    best: tuple[float, float, float] | None = None
+    by_lr = {}
+    for lr in lrs:
+        torch.manual_seed(seed)
+        model = make_model()
+        result = train_classifier(model, fit, steps, lr, seed, optimizer=optimizer)
+        by_lr[lr] = result.test_accuracy  # the fit split's "test" is the validation set
+        if best is None or result.test_accuracy > best[1]:
+            best = (lr, result.test_accuracy, accuracy(model, final.x_test, final.y_test))
+    assert best is not None
+    return SweepResult(best[0], best[1], best[2], by_lr)

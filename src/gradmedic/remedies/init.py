@@ -1,0 +1,133 @@
+"""Remedy 2: initialization that suits the activation after each layer.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> [c.action for c in reinit(model)]
+    ['kaiming_uniform (relu)', 'xavier_uniform (no activation)']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..layers import find_layers
+from ..tracing import following_activations
+from .changes import Change
+
+WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+#: Layers reinit leaves alone on purpose (their own init is already right).
+KEEP_AS_IS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.PReLU)
+RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "rrelu", "gelu", "silu", "mish", "elu", "celu",
+             "softplus", "hardswish"}  # fmt: skip
+SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he", "kaiming_uniform",
+           "kaiming_normal", "lecun", "orthogonal", "lsuv")  # fmt: skip
+DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
+
+
+def nonlinearity(activation: str | None) -> str:
+    """The ``torch.nn.init.calculate_gain`` name for an activation (ReLU-like ones map to relu)."""
+    if activation in ("tanh", "sigmoid", "selu", "leaky_relu"):
+        return activation
+    return "relu" if activation in RELU_LIKE else "linear"
+
+
+def auto_scheme(activation: str | None, deep: bool) -> str:
+    """He for the ReLU family, LeCun for SELU, orthogonal (deep) or Xavier for the rest."""
+    if activation in RELU_LIKE:
+        return "kaiming_uniform"
+    if activation == "selu":
+        return "lecun"
+    if activation in ("tanh", "sigmoid") and deep:
+        return "orthogonal"
+    return "xavier_uniform"
+
+
+def init_weight(weight: Tensor, scheme: str, activation: str | None) -> None:
+    """Initialise ``weight`` in place with ``scheme`` and the gain of ``activation``."""
+    nl = nonlinearity(activation)
+    slope = 0.01 if nl == "leaky_relu" else 0.0
+    gain = nn.init.calculate_gain(nl, slope if nl == "leaky_relu" else None)
+    initializers: dict[str, Callable[[], Any]] = {
+        "xavier_uniform": lambda: nn.init.xavier_uniform_(weight, gain=gain),
+        "xavier_normal": lambda: nn.init.xavier_normal_(weight, gain=gain),
+        "kaiming_uniform": lambda: nn.init.kaiming_uniform_(weight, a=slope, nonlinearity=_kaiming(nl)),
+        "kaiming_normal": lambda: nn.init.kaiming_normal_(weight, a=slope, nonlinearity=_kaiming(nl)),
+        "lecun": lambda: nn.init.kaiming_normal_(weight, nonlinearity="linear"),
+        # gain 1 for saturating stacks: 5/3 over 100 tanh layers grows the signal 1000x
+        "orthogonal": lambda: nn.init.orthogonal_(weight, gain=math.sqrt(2) if nl == "relu" else 1.0),
+    }
+    with torch.no_grad():
+        initializers[scheme]()
+
+
+def _kaiming(nl: str) -> str:
+    return nl if nl in ("relu", "leaky_relu", "tanh", "sigmoid", "selu") else "linear"
+
+
+def canonical_scheme(scheme: str) -> str:
+    """``xavier`` -> ``xavier_uniform``, ``he``/``kaiming`` -> ``kaiming_uniform``; check the name."""
+    aliases = {"xavier": "xavier_uniform", "he": "kaiming_uniform", "kaiming": "kaiming_uniform"}
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown init scheme {scheme!r}: choose one of {', '.join(SCHEMES)}")
+    return aliases.get(scheme, scheme)
+
+
+def reinit(
+    model: nn.Module,
+    scheme: str = "auto",
+    data: Any = None,
+    zero_bias: bool = True,
+    layers: list[str] | None = None,
+) -> list[Change]:
+    """Re-initialise the model's Linear/Conv (and recurrent) weights; return what changed.
+
+    Args:
+        model: the model, changed in place.
+        scheme: ``auto`` (per layer, from the activation that follows it), ``xavier[_uniform|
+            _normal]``, ``kaiming``/``he[_uniform|_normal]``, ``lecun``, ``orthogonal`` or ``lsuv``
+            (orthogonal, then each layer rescaled to unit output variance on ``data``).
+        data: an example batch (tensor, tuple or dict of inputs). With it, the activation after
+            each layer is found by tracing the forward pass, so ``torch.tanh(x)`` in forward counts.
+        zero_bias: set biases to zero.
+        layers: only these layers (qualified names); all by default.
+    """
+    scheme = canonical_scheme(scheme)
+    if scheme == "lsuv" and data is None:
+        raise ConfigError("scheme='lsuv' needs data=an example batch of inputs to measure variances")
+    after = following_activations(model, data)
+    modules = dict(model.named_modules())
+    chosen = [l.name for l in find_layers(model) if l.kind == "param" and (layers is None or l.name in layers)]
+    deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
+    changes = [_reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias) for name in chosen]
+    if scheme == "lsuv":
+        from .lsuv import rescale_to_unit_variance
+
+        changes += rescale_to_unit_variance(model, data, [c.layer for c in changes if not c.skipped])
+    return changes
+
+
+def _reinit_layer(
+    name: str, module: nn.Module, scheme: str, activation: str | None, deep: bool, zero_bias: bool
+) -> Change:
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        from .recurrent import init_recurrent
+
+        return init_recurrent(name, module, "orthogonal")
+    if isinstance(module, KEEP_AS_IS):
+        return Change("init", name, f"{type(module).__name__} keeps its own initialisation", skipped=True)
+    if not isinstance(module, WEIGHT_LAYERS):
+        return Change("init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True)
+    used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
+    init_weight(module.weight, used, activation)
+    if zero_bias and module.bias is not None:
+        with torch.no_grad():
+            module.bias.zero_()
+    return Change("init", name, f"{used} ({activation or 'no activation'})")

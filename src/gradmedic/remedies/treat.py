@@ -1,0 +1,234 @@
+"""``treat``: choose remedies from a checkup, apply them to a copy, and prove they helped.
+
+Remedies are tried least invasive first (initialization, then activations, normalization,
+residual connections; recurrent and clipping remedies where the diagnosis names them). After
+each one a new checkup decides: the change is kept only if the health score (or the verdict)
+improves, else it is undone. The treated model always takes the same inputs and returns outputs
+of the same shapes as the original.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from gradmedic import treat
+    >>> torch.manual_seed(0) and None
+    >>> model = nn.Sequential(*[m for _ in range(40) for m in (nn.Linear(32, 32), nn.Tanh())], nn.Linear(32, 4))
+    >>> x, y = torch.randn(64, 32), torch.randint(0, 4, (64,))
+    >>> treatment = treat(model, x, y, allow=["init"], suggest_lr=False)
+    >>> treatment.before.healthy, treatment.after.healthy
+    (False, True)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..diagnosis.checkup import LossFn, call_model, checkup, compute_loss
+from ..diagnosis.findings import Report, Severity
+from ..errors import ConfigError
+from .activations import swap_activations
+from .changes import Change, applied
+from .init import reinit
+from .lr import LRFinderResult, find_lr, suggest_optimizer
+from .normalization import add_normalization
+from .recurrent import forget_gate_bias, swap_recurrent
+from .residual import add_residual
+
+#: Families in the order they are tried: least invasive first.
+FAMILIES = ("init", "activation", "normalization", "residual", "recurrent", "clipping")
+CLIP_NORM = 1.0
+
+
+@dataclass
+class Treatment:
+    """The result of :func:`treat`.
+
+    Attributes:
+        model: the treated model (a copy unless ``in_place=True``).
+        changes: every change made, and every remedy skipped or undone, with why.
+        before: the checkup of the model as given; ``after``: of the treated model.
+        optimizer: suggested optimizer name and the reason.
+        lr: suggested learning rate (from :func:`gradmedic.find_lr`), if it was searched.
+        clip_norm: the gradient-norm bound to train with, when the diagnosis calls for clipping.
+    """
+
+    model: nn.Module
+    changes: list[Change]
+    before: Report
+    after: Report
+    optimizer: tuple[str, str] = ("adam", "")
+    lr: float | None = None
+    lr_curve: LRFinderResult | None = None
+    clip_norm: float | None = None
+    rounds: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[Change]:
+        """The changes that were made and kept."""
+        return applied(self.changes)
+
+    def summary(self) -> str:
+        """Before/after in a few lines, then the changes."""
+        lines = [
+            f"before: score {self.before.score:.2f}, {'healthy' if self.before.healthy else 'NOT healthy'}"
+            f" ({', '.join(self.before.kinds) or 'no finding'})",
+            f"after:  score {self.after.score:.2f}, {'healthy' if self.after.healthy else 'NOT healthy'}"
+            f" ({', '.join(self.after.kinds) or 'no finding'})",
+            f"train with: {self.optimizer[0]}" + (f", lr {self.lr:.2g}" if self.lr else "")
+            + (f", clip_grad_norm_ {self.clip_norm}" if self.clip_norm else "") + f" ({self.optimizer[1]})",
+            "changes:",
+        ]  # fmt: skip
+        return "\n".join([*lines, *(f"  {c}" for c in self.changes)])
+
+
+def treat(
+    model: nn.Module,
+    inputs: Any,
+    targets: Tensor | None = None,
+    loss_fn: LossFn | None = None,
+    allow: list[str] | None = None,
+    in_place: bool = False,
+    suggest_lr: bool = True,
+    max_rounds: int = 6,
+) -> Treatment:
+    """Diagnose ``model`` on ``inputs``, apply remedies to a copy while they help, check again.
+
+    Args:
+        allow: remedy families to use (``init``, ``activation``, ``normalization``,
+            ``residual``, ``recurrent``, ``clipping``); all by default. ``["init"]`` keeps the
+            architecture as it is.
+        in_place: change ``model`` itself instead of a copy.
+        suggest_lr: run :func:`gradmedic.find_lr` on the treated model (needs targets or loss_fn).
+    """
+    allowed = _allowed(allow)
+    before = checkup(model, inputs, targets, loss_fn)
+    work = model if in_place else copy.deepcopy(model)
+    shapes = output_shapes(work, inputs)
+    state = _State(work, before)
+    for _ in range(max_rounds):
+        family = next_family(state.report, allowed, state.tried)
+        if family is None:
+            break
+        state.tried.add(family)
+        _try_family(state, family, inputs, targets, loss_fn, shapes)
+    treatment = Treatment(work, state.changes, before, state.report, suggest_optimizer(before), rounds=state.rounds)
+    treatment.clip_norm = CLIP_NORM if "clipping" in state.tried and "clipping" in allowed else None
+    if suggest_lr and (targets is not None or loss_fn is not None):
+        treatment.lr_curve = find_lr(work, (inputs, targets), _loss_callable(loss_fn, targets))
+        treatment.lr = treatment.lr_curve.suggestion
+    return treatment
+
+
+@dataclass
+class _State:
+    model: nn.Module
+    report: Report
+    tried: set[str] = field(default_factory=set)
+    changes: list[Change] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)
+
+
+def _allowed(allow: list[str] | None) -> tuple[str, ...]:
+    if allow is None:
+        return FAMILIES
+    unknown = [a for a in allow if a not in FAMILIES]
+    if unknown:
+        raise ConfigError(f"allow: unknown remedy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
+    return tuple(a for a in FAMILIES if a in allow)
+
+
+def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> str | None:
+    """The least invasive allowed family, not tried yet, that a serious finding recommends."""
+    if report.healthy:
+        return None
+    wanted = {r.family for f in report.findings if f.severity >= Severity.WARNING for r in f.remedies}
+    if "vanishing_through_time" in report.kinds:
+        wanted.add("recurrent")
+    return next((family for family in allowed if family in wanted and family not in tried), None)
+
+
+def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None, loss_fn: LossFn | None,
+                shapes: list[tuple[int, ...]]) -> None:  # fmt: skip
+    if family == "clipping":
+        state.changes.append(Change("clipping", "(training)", f"clip the gradient norm to {CLIP_NORM}: "
+                                    "gradmedic.clip_gradients(optimizer) or clip_grad_norm_"))  # fmt: skip
+        return
+    backup = copy.deepcopy(state.model)
+    changes = apply_family(state.model, family, inputs, state.report)
+    made = applied(changes)
+    state.changes += [c for c in changes if c.skipped]
+    if not made:
+        return
+    if output_shapes(state.model, inputs) != shapes:
+        _restore(state.model, backup)
+        state.changes.append(Change(family, "", "undone: it changed the output shapes", skipped=True))
+        return
+    after = checkup(state.model, inputs, targets, loss_fn)
+    state.rounds.append(f"{family}: score {state.report.score:.2f} -> {after.score:.2f}")
+    if _better(after, state.report):
+        state.report = after
+        state.changes += made
+    else:
+        _restore(state.model, backup)
+        state.changes.append(Change(family, "", f"undone: score {state.report.score:.2f} -> "
+                                    f"{after.score:.2f} is no better", skipped=True))  # fmt: skip
+
+
+def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> list[Change]:
+    """Apply one family's remedy to ``model`` in place, chosen from the report."""
+    if family == "init":
+        return reinit(model, "auto", inputs)
+    if family == "activation":
+        new = "leaky_relu" if "dead_units" in report.kinds else "silu"
+        old = (nn.ReLU,) if new == "leaky_relu" else (nn.Sigmoid, nn.Tanh)
+        return swap_activations(model, old=old, new=new, data=inputs)
+    if family == "normalization":
+        recurrent = any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules())
+        return add_normalization(model, "layer" if recurrent else "batch")
+    if family == "residual":
+        return add_residual(model, inputs)
+    if family == "recurrent":
+        return swap_recurrent(model, "lstm") + forget_gate_bias(model, 1.0)
+    raise ConfigError(f"no remedy family {family!r}")
+
+
+def _better(after: Report, before: Report) -> bool:
+    def key(report: Report) -> tuple[bool, float]:
+        return report.healthy, round(report.score, 2)
+
+    return key(after) > key(before)
+
+
+def _restore(model: nn.Module, backup: nn.Module) -> None:
+    """Make ``model`` (the same object the caller holds) the backup again, structure included."""
+    model.__dict__.clear()
+    model.__dict__.update(backup.__dict__)
+
+
+def output_shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
+    """Shapes of the tensors the model returns for ``inputs`` (the model is left as it was)."""
+    from torch import no_grad
+
+    from ..diagnosis.checkup import preserved
+
+    with preserved(model), no_grad():
+        output = call_model(model, inputs)
+    return [tuple(t.shape) for t in _tensors(output)]
+
+
+def _tensors(output: Any) -> list[Tensor]:
+    if isinstance(output, Tensor):
+        return [output]
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else []
+    return [t for item in items for t in _tensors(item)]
+
+
+def _loss_callable(loss_fn: LossFn | None, targets: Tensor | None) -> Callable[[Any, Tensor], Tensor]:
+    def loss(output: Any, batch_targets: Tensor) -> Tensor:
+        return compute_loss(output, batch_targets, loss_fn, [])
+
+    return loss
