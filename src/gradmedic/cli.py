@@ -41,7 +41,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     check.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
+    cure = commands.add_parser(
+        "treat", help="apply remedies to a copy of a model of yours and prove them with a second checkup"
+    )
+    cure.add_argument("target", metavar="TARGET", help="as for checkup")
+    cure.add_argument("--allow", help="comma-separated remedy families: init,activation,normalization,"
+                      "residual,recurrent,clipping (default: all)")  # fmt: skip
+    cure.add_argument("--out", metavar="DIR", default="gradmedic-treated",
+                      help="where to write model.pt (treated state_dict), changes.json, reports")  # fmt: skip
     return parser
+
+
+def run_treat(args: argparse.Namespace) -> int:
+    """``gradmedic treat TARGET``: before/after reports, the changes, the treated weights."""
+    import json
+
+    import torch
+
+    from .diagnosis import print_report
+    from .remedies import treat
+    from .targets import load_target
+
+    target = load_target(args.target)
+    allow = args.allow.split(",") if args.allow else None
+    treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(treatment.model.state_dict(), out / "model.pt")
+    (out / "changes.json").write_text(json.dumps([c.to_dict() for c in treatment.changes], indent=2) + "\n")
+    treatment.before.to_json(out / "before.json")
+    treatment.after.to_json(out / "after.json")
+    print("BEFORE")
+    print_report(treatment.before)
+    print("\nAFTER")
+    print_report(treatment.after)
+    print("\n" + treatment.summary())
+    print(
+        f"\nwritten: {out / 'model.pt'} (load it into the treated architecture: gradmedic.treat(...).model), "
+        f"{out / 'changes.json'}, {out / 'before.json'}, {out / 'after.json'}"
+    )
+    return 0 if treatment.after.healthy else 1
 
 
 def run_checkup(args: argparse.Namespace) -> int:
@@ -74,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "checkup":
             return run_checkup(args)
+        if args.command == "treat":
+            return run_treat(args)
     except (GradmedicError, ImportError) as error:
         print(f"gradmedic: {error}", file=sys.stderr)
         return 2

@@ -83,15 +83,22 @@ class _Series:
     def extend(self, steps: list[int], values: np.ndarray, max_rows: int) -> None:
         self.steps.extend(steps)
         self.rows.extend(np.asarray(values, dtype=np.float64).reshape(len(steps), self.width))
-        if len(self.steps) > max_rows:
-            self._thin()
+        # A flush may append many rows at once: thin until they fit (or no row can go).
+        while len(self.steps) > max_rows and self._thin():
+            pass
 
-    def _thin(self) -> None:
-        """Drop every other row of the older half: recent steps stay dense, old ones sparse."""
+    def _thin(self) -> bool:
+        """Drop every other row of the older half: recent steps stay dense, old ones sparse.
+
+        Returns whether a row was dropped (with 3 rows or fewer, none is).
+        """
         half = len(self.steps) // 2
         keep = list(range(0, half, 2)) + list(range(half, len(self.steps)))
+        if len(keep) == len(self.steps):
+            return False
         self.steps = [self.steps[i] for i in keep]
         self.rows = [self.rows[i] for i in keep]
+        return True
 
 
 class History:
@@ -212,11 +219,19 @@ class History:
             ConfigError: if the file is not a gradmedic history (the message says what it found).
         """
         with Path(path).open(encoding="utf-8") as lines:
-            header = json.loads(next(lines, "{}"))
-            if header.get("format") != FORMAT:
+            try:
+                header = json.loads(next(lines, "{}"))
+            except ValueError:  # not JSON, or not text at all (UnicodeDecodeError)
+                header = None
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                found = (
+                    f"has format={header.get('format')!r}"
+                    if isinstance(header, dict)
+                    else "is no JSON object"
+                )
                 raise ConfigError(
-                    f"{path} is not a gradmedic history (first line has format="
-                    f"{header.get('format')!r}); write one with History.save or Monitor(log_path=...)"
+                    f"{path} is not a gradmedic history (first line {found}); "
+                    "write one with History.save or Monitor(log_path=...)"
                 )
             history = cls(
                 [LayerInfo(**layer) for layer in header["layers"]],

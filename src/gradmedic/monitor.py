@@ -113,7 +113,14 @@ class Monitor:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
         require_module(model)
+        if type(model).__name__ == "OptimizedModule":
+            raise UnsupportedError(
+                "gradmedic cannot watch a torch.compile'd module: watch the original model "
+                "(gradmedic.watch(model)) and compile it afterwards"
+            )
         opts = _validate_options(options)
+        if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
+            _check_optimizer_owns(model, optimizer)
         self._model_ref = weakref.ref(model)
         self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
         self._signal_schedule: Schedule = as_schedule(opts["every"], "every")
@@ -132,11 +139,10 @@ class Monitor:
         self._attached = False
         self._step = 0
         self._pending: list[_StepRecord] = []
+        self._leaf_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
-        if optimizer is not None:
-            _check_optimizer_owns(model, optimizer)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -178,6 +184,7 @@ class Monitor:
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
         self._hooks.remove()
+        self._remove_leaf_hooks()
         self._attached = False
         self._modules = []
         self._params = []
@@ -287,14 +294,21 @@ class Monitor:
         hook registered now (before any in-place change), at a third of the cost.
         """
         node = tensor.grad_fn
-        if node is None:
-            tensor.register_hook(functools.partial(self._on_grad, index))
+        if node is None:  # a leaf (a parameter returned as is) outlives the step: hook it once
+            key = (index, id(tensor))
+            if key not in self._leaf_hooks:
+                self._leaf_hooks[key] = tensor.register_hook(functools.partial(self._on_grad, index))
             return
         key = (index, tensor.output_nr)
         hook = self._node_hooks.get(key)
         if hook is None:
             hook = self._node_hooks[key] = functools.partial(self._on_node_grad, index, tensor.output_nr)
         node.register_prehook(hook)
+
+    def _remove_leaf_hooks(self) -> None:
+        handles, self._leaf_hooks = list(self._leaf_hooks.values()), {}
+        for handle in handles:
+            handle.remove()
 
     def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
         grad = grad_outputs[output_nr]
@@ -326,6 +340,7 @@ class Monitor:
         self._pending_loss: Tensor | None = None
 
     def _start_step(self) -> None:
+        self._remove_leaf_hooks()
         self._reset_step_state()
         self._signal_on = self._signal_schedule(self._step)
         self._acts_on = self._acts_schedule(self._step)
@@ -333,12 +348,24 @@ class Monitor:
     def _collect_backward(self) -> None:
         """Gather this step's backprop signal and weight gradients (before the update)."""
         record = self._record
+        if self._signal_on and not self._forward_seen:
+            self._refuse_unseen_forward()
         if self._signal_on:
             self._put_signal(record)
             self._put_weight_grads(record)
         self._put_activations(record)
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
             self._snapshot = self._trainable_copy()
+
+    def _refuse_unseen_forward(self) -> None:
+        """Gradients without a forward pass through the hooks: compiled code ran instead."""
+        if any(p.grad is not None for p in self._params):
+            raise UnsupportedError(
+                "gradients arrived but no forward pass went through the watched modules: a model "
+                "compiled with torch.compile before watch() runs code gradmedic cannot see, and its "
+                "numbers would be missing. Call gradmedic.watch(model) before torch.compile(model), "
+                "or train the uncompiled model"
+            )
 
     def _close_step(self, loss: Tensor | float | None) -> None:
         record = self._record
@@ -363,9 +390,22 @@ class Monitor:
             self._pending_loss = _as_row(loss)
         elif "loss" not in last.values and self._signal_schedule(last.step):
             last.put("loss", _as_row(loss), np.ones(1, dtype=bool))
-            loss_only = _StepRecord(last.step)
-            loss_only.put("loss", last.values["loss"], last.observed["loss"])
-            self._pending.append(loss_only)
+            if not self._is_pending(last):  # already flushed: the loss goes on its own
+                loss_only = _StepRecord(last.step)
+                loss_only.put("loss", last.values["loss"], last.observed["loss"])
+                self._pending.append(loss_only)
+
+    def _is_pending(self, record: _StepRecord) -> bool:
+        return any(r is record for r in self._pending)
+
+    def _pending_record_of_last_step(self) -> _StepRecord:
+        """The pending record of the step closed last, or a new pending one for that step."""
+        last = self._last_closed
+        if last is not None and last.step == self._step - 1 and self._is_pending(last):
+            return last
+        record = _StepRecord(self._step - 1)
+        self._pending.append(record)
+        return record
 
     # -- statistics of one step ------------------------------------------------------------
 
@@ -429,8 +469,7 @@ class Monitor:
         observed = np.zeros(n, dtype=bool)
         observed[[self._param_layer[i] for i in trainable]] = True
         if self._optimizer_ref is None:  # the update measured now was made from the last step
-            record = _StepRecord(self._step - 1)
-            self._pending.append(record)
+            record = self._pending_record_of_last_step()
         record.put("update_ratio", ratio, observed)
 
     def _trainable(self) -> list[int]:
@@ -551,6 +590,10 @@ def _find_non_finite(
         order = history.forward_order()
     elif metric in BACKWARD_METRICS:
         order = history.forward_order()[::-1]  # the backward pass meets the last layer first
+    elif metric == "param_grad_norm":  # likewise: parameters of the layer nearest the output first
+        rank = {layer: r for r, layer in enumerate(history.forward_order()[::-1])}
+        owner = {name: rank[i] for i, layer in enumerate(history.layers) for name in layer.params}
+        order = sorted(order, key=lambda column: owner.get(history.params[column], len(rank)))
     events = []
     for row, step in enumerate(steps):
         first = next((i for i in order if bad[row, i]), None)

@@ -39,8 +39,9 @@ def load_target(spec: str) -> Target:
     """Import the function named by ``spec`` and call it.
 
     Raises:
-        ConfigError: when the spec is malformed, the module or function is missing, or the
-            function returns something else than described above.
+        ConfigError: when the spec is malformed, the module or function is missing, importing
+            the module or calling the function raises, or the function returns something else
+            than described above.
     """
     if ":" not in spec:
         raise ConfigError(
@@ -51,7 +52,11 @@ def load_target(spec: str) -> Target:
     function = getattr(module, name, None)
     if not callable(function):
         raise ConfigError(f"{where} has no function {name!r}")
-    return _as_target(function(), spec)
+    try:
+        value = function()
+    except Exception as error:  # the user's code: say so, rather than crash with exit status 1
+        raise ConfigError(f"{spec} raised {type(error).__name__}: {error}") from error
+    return _as_target(value, spec)
 
 
 def _import(where: str) -> Any:
@@ -63,12 +68,19 @@ def _import(where: str) -> Any:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(path.stem, module)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            if sys.modules.get(path.stem) is module:
+                del sys.modules[path.stem]
+            raise ConfigError(f"cannot import {where}: {type(error).__name__}: {error}") from error
         return module
     try:
         return importlib.import_module(where)
     except ImportError as error:
         raise ConfigError(f"cannot import {where!r}: {error}") from None
+    except Exception as error:  # the module itself fails (SyntaxError, an exception at import)
+        raise ConfigError(f"cannot import {where!r}: {type(error).__name__}: {error}") from error
 
 
 def _as_target(value: Any, spec: str) -> Target:

@@ -78,8 +78,9 @@ def checkup(
 def diagnose(history: History, model: nn.Module | None = None) -> Report:
     """Apply the rules to a monitored run's History (``Monitor.diagnose`` calls this).
 
-    Without the model (a History loaded from disk), structural facts such as the initial gain
-    and the presence of normalization layers are unknown and the rules that need them stay quiet.
+    Without the model (a History loaded from disk), the initial gain is unknown and the rules
+    that need it stay quiet; normalization and recurrent layers are recognised by the layer types
+    the History records (a normalization layer without parameters is not recorded).
     """
     return build_report(evidence_from_history(history, model))
 

@@ -28,6 +28,10 @@ NORM_TYPES = tuple(
     t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None)) if t
 )
 WEIGHT_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+_NN_CLASSES = [c for c in vars(nn).values() if isinstance(c, type) and issubclass(c, nn.Module)]
+#: Class names of the normalization and recurrent layers, to read the structure from a History.
+NORM_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, NORM_TYPES)}
+RECURRENT_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, (nn.RNNBase, nn.RNNCellBase))}
 WEIGHT_NAMES = {"Linear", "Conv1d", "Conv2d", "Conv3d"}
 #: Canonical activation name of each activation module class ("LeakyReLU" -> "leaky_relu").
 MODULE_ACTIVATION = {type(module).__name__: name for name, module in ACTIVATIONS.items()}
@@ -137,6 +141,9 @@ def evidence_from_history(
     evidence = Evidence(layers, source="monitor", non_finite=list(history.non_finite))
     if model is not None:
         _add_structure(evidence, model)
+    else:  # a History alone still names each layer's type
+        evidence.normalized = any(layer.type in NORM_NAMES for layer in history.layers)
+        evidence.recurrent = [layer.name for layer in history.layers if layer.type in RECURRENT_NAMES]
     evidence.flush_denormal = flush_denormal_enabled()
     if "loss" in history.metrics:
         evidence.loss = history.array("loss")[1][:, 0]

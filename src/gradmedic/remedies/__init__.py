@@ -19,7 +19,9 @@ from .residual import Residual, add_residual
 from .shallow import truncate
 from .treat import Treatment, treat
 
-catalog.AUTOMATIC_FAMILIES.update({"init", "activation", "normalization", "residual", "recurrent", "clipping"})
+catalog.AUTOMATIC_FAMILIES.update(
+    {"init", "activation", "normalization", "residual", "recurrent", "clipping"}
+)
 
 __all__ = [
     "Change",

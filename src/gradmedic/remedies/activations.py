@@ -62,7 +62,9 @@ def swap_activations(
             replacement = make()
             if type(replacement) is not type(module):
                 set_submodule(model, name, replacement)
-                changes.append(Change("activation", name, f"{type(module).__name__} -> {type(replacement).__name__}"))
+                changes.append(
+                    Change("activation", name, f"{type(module).__name__} -> {type(replacement).__name__}")
+                )
     if data is not None:
         changes += _functional_skips(model, before, old)
     if reinit_changed and any(not c.skipped for c in changes):
@@ -70,12 +72,19 @@ def swap_activations(
     return changes
 
 
-def _functional_skips(model: nn.Module, before: dict[str, str], old: tuple[type[nn.Module], ...]) -> list[Change]:
+def _functional_skips(
+    model: nn.Module, before: dict[str, str], old: tuple[type[nn.Module], ...]
+) -> list[Change]:
     """Saturating activations traced after a layer but not found as modules: functional calls."""
     old_names = {activation_of_module(cls()) for cls in old if _constructible(cls)}
     module_names = set(following_activations(model))
     return [
-        Change("activation", layer, f"{name} is called inside forward(): change the code to swap it", skipped=True)
+        Change(
+            "activation",
+            layer,
+            f"{name} is called inside forward(): change the code to swap it",
+            skipped=True,
+        )
         for layer, name in before.items()
         if name in old_names and layer not in module_names
     ]

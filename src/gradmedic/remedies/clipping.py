@@ -66,6 +66,10 @@ def adaptive_clip_(parameters: Iterable[nn.Parameter], clipping: float = 0.01, e
     return smallest
 
 
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 class GradientClipper:
     """Clips an optimizer's gradients before each step; :meth:`remove` uninstalls it."""
 
@@ -94,15 +98,15 @@ class GradientClipper:
         params = self._params()
         if not params:
             return
-        grads = [p.grad for p in params]
-        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # type: ignore[misc]
+        grads = [p.grad for p in params if p.grad is not None]
+        total = _total_norm(grads)
         if self.mode == "norm":
             scale = (self.max_norm / (total + 1e-6)).clamp(max=1.0)
-            torch._foreach_mul_(grads, scale)  # type: ignore[arg-type]
+            torch._foreach_mul_(grads, scale)
         elif self.mode == "value":
             before = total
             torch.nn.utils.clip_grad_value_(params, self.clip_value)
-            after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))  # type: ignore[misc]
+            after = _total_norm(grads)
             scale = (after / before.clamp_min(1e-30)).clamp(max=1.0)
         else:
             scale = adaptive_clip_(params, self.clipping)
@@ -146,6 +150,7 @@ def clip_gradients(
     """Install gradient clipping on ``optimizer`` (a step pre-hook); return the clipper."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(
-            f"clip_gradients needs the torch.optim.Optimizer that trains the model, got {type(optimizer).__name__}"
+            "clip_gradients needs the torch.optim.Optimizer that trains the model, "
+            f"got {type(optimizer).__name__}"
         )
     return GradientClipper(optimizer, mode, max_norm, clip_value, clipping)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -32,10 +32,19 @@ SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he",
 DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
 
 
-def nonlinearity(activation: str | None) -> str:
+Nonlinearity = Literal["linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
+
+
+def nonlinearity(activation: str | None) -> Nonlinearity:
     """The ``torch.nn.init.calculate_gain`` name for an activation (ReLU-like ones map to relu)."""
-    if activation in ("tanh", "sigmoid", "selu", "leaky_relu"):
-        return activation
+    names: dict[str, Nonlinearity] = {
+        "tanh": "tanh",
+        "sigmoid": "sigmoid",
+        "selu": "selu",
+        "leaky_relu": "leaky_relu",
+    }
+    if activation in names:
+        return names[activation]
     return "relu" if activation in RELU_LIKE else "linear"
 
 
@@ -58,18 +67,14 @@ def init_weight(weight: Tensor, scheme: str, activation: str | None) -> None:
     initializers: dict[str, Callable[[], Any]] = {
         "xavier_uniform": lambda: nn.init.xavier_uniform_(weight, gain=gain),
         "xavier_normal": lambda: nn.init.xavier_normal_(weight, gain=gain),
-        "kaiming_uniform": lambda: nn.init.kaiming_uniform_(weight, a=slope, nonlinearity=_kaiming(nl)),
-        "kaiming_normal": lambda: nn.init.kaiming_normal_(weight, a=slope, nonlinearity=_kaiming(nl)),
+        "kaiming_uniform": lambda: nn.init.kaiming_uniform_(weight, a=slope, nonlinearity=nl),
+        "kaiming_normal": lambda: nn.init.kaiming_normal_(weight, a=slope, nonlinearity=nl),
         "lecun": lambda: nn.init.kaiming_normal_(weight, nonlinearity="linear"),
         # gain 1 for saturating stacks: 5/3 over 100 tanh layers grows the signal 1000x
         "orthogonal": lambda: nn.init.orthogonal_(weight, gain=math.sqrt(2) if nl == "relu" else 1.0),
     }
     with torch.no_grad():
         initializers[scheme]()
-
-
-def _kaiming(nl: str) -> str:
-    return nl if nl in ("relu", "leaky_relu", "tanh", "sigmoid", "selu") else "linear"
 
 
 def canonical_scheme(scheme: str) -> str:
@@ -104,9 +109,15 @@ def reinit(
         raise ConfigError("scheme='lsuv' needs data=an example batch of inputs to measure variances")
     after = following_activations(model, data)
     modules = dict(model.named_modules())
-    chosen = [l.name for l in find_layers(model) if l.kind == "param" and (layers is None or l.name in layers)]
+    chosen = [
+        layer.name
+        for layer in find_layers(model)
+        if layer.kind == "param" and (layers is None or layer.name in layers)
+    ]
     deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
-    changes = [_reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias) for name in chosen]
+    changes = [
+        _reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias) for name in chosen
+    ]
     if scheme == "lsuv":
         from .lsuv import rescale_to_unit_variance
 
@@ -124,7 +135,9 @@ def _reinit_layer(
     if isinstance(module, KEEP_AS_IS):
         return Change("init", name, f"{type(module).__name__} keeps its own initialisation", skipped=True)
     if not isinstance(module, WEIGHT_LAYERS):
-        return Change("init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True)
+        return Change(
+            "init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
+        )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
     init_weight(module.weight, used, activation)
     if zero_bias and module.bias is not None:

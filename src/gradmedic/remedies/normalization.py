@@ -52,19 +52,33 @@ def add_normalization(model: nn.Module, kind: str = "batch") -> list[Change]:
     if kind not in ("batch", "layer"):
         raise ConfigError(f"kind={kind!r}: choose 'batch' (BatchNorm) or 'layer' (LayerNorm)")
     modules = dict(model.named_modules())
-    layers = [l.name for l in find_layers(model) if l.kind == "param" and not isinstance(modules[l.name], NORM_TYPES)]
+    layers = [
+        layer.name
+        for layer in find_layers(model)
+        if layer.kind == "param" and not isinstance(modules[layer.name], NORM_TYPES)
+    ]
     normalized_already = _followed_by_norm(model)
     changes = []
     for name in layers[:-1]:
         module = modules[name]
         norm = make_norm(module, kind)
         if norm is None or name in normalized_already:
-            reason = "already followed by a norm layer" if norm is not None else f"no norm for {type(module).__name__}"
+            reason = (
+                "already followed by a norm layer"
+                if norm is not None
+                else f"no norm for {type(module).__name__}"
+            )
             changes.append(Change("normalization", name, reason, skipped=True))
             continue
         norm.to(next(module.parameters()).device)
         set_submodule(model, name, nn.Sequential(module, norm))
-        changes.append(Change("normalization", name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"))
+        changes.append(
+            Change(
+                "normalization",
+                name,
+                f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}",
+            )
+        )
     return changes
 
 
@@ -74,7 +88,8 @@ def _describe(norm: nn.Module) -> str:
         return f"{kind}({norm.num_features})"
     if isinstance(norm, nn.GroupNorm):
         return f"GroupNorm(1, {norm.num_channels})"
-    return f"{type(norm).__name__}({tuple(norm.normalized_shape)[0]})"  # type: ignore[attr-defined]
+    assert isinstance(norm, nn.LayerNorm)
+    return f"LayerNorm({norm.normalized_shape[0]})"
 
 
 def _followed_by_norm(model: nn.Module) -> set[str]:

@@ -66,12 +66,12 @@ def swap_recurrent(model: nn.Module, to: str = "lstm") -> list[Change]:
         if type(module) is nn.RNN:
             new: nn.Module = GatedRecurrent("lstm", module) if to == "lstm" else _gru_like(module)
             _init_new(new)
-            set_submodule(model, name, new.to(module.weight_ih_l0.device))
+            set_submodule(model, name, new.to(next(module.parameters()).device))
             changes.append(Change("recurrent", name, f"RNN -> {to.upper()} (same inputs and outputs)"))
         elif type(module) is nn.RNNCell:
             cell = nn.GRUCell(module.input_size, module.hidden_size, bias=module.bias)
             _init_new(cell)
-            set_submodule(model, name, cell.to(module.weight_ih.device))
+            set_submodule(model, name, cell.to(next(module.parameters()).device))
             note = " (an LSTMCell would lose its cell state in your loop)" if to == "lstm" else ""
             changes.append(Change("recurrent", name, f"RNNCell -> GRUCell{note}"))
     if not changes:
@@ -148,22 +148,28 @@ def forget_gate_bias(model: nn.Module, value: float | str = 1.0, max_len: int | 
             changes.append(Change("recurrent", name, f"chrono gate bias for {max_len} steps"))
         else:
             _set_memory_bias(module, lambda size, v=float(value): torch.full((size,), v))
-            changes.append(Change("recurrent", name, f"{'forget' if mode == 'LSTM' else 'update'}-gate bias {value}"))
+            changes.append(
+                Change("recurrent", name, f"{'forget' if mode == 'LSTM' else 'update'}-gate bias {value}")
+            )
     return changes
 
 
-def _chrono(module: nn.Module, mode: str, max_len: int) -> None:
+def _chrono(module: nn.RNNBase | nn.RNNCellBase, mode: str, max_len: int) -> None:
     def draw(size: int) -> Tensor:
         return torch.log(torch.empty(size).uniform_(1, max_len - 1))
 
     values = draw(module.hidden_size)
     _set_memory_bias(module, lambda size: values[:size])
     if mode == "LSTM":
-        for pname, bias in _weights(module, "bias_ih"):
+        for _, bias in _weights(module, "bias_ih"):
             bias.chunk(4, 0)[0].copy_(-values[: bias.numel() // 4])
 
 
 @torch.no_grad()
 def recurrent_weights(model: nn.Module, scheme: str = "orthogonal") -> list[Change]:
     """Re-initialise every recurrent layer: orthogonal (or identity) recurrent weights per gate."""
-    return [init_recurrent(n, m, scheme) for n, m in model.named_modules() if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
+    return [
+        init_recurrent(n, m, scheme)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.RNNBase, nn.RNNCellBase))
+    ]

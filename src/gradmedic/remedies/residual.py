@@ -92,8 +92,10 @@ def _keeps_shape_by_size(layer: nn.Module) -> bool:
     if isinstance(layer, nn.Linear):
         return layer.in_features == layer.out_features
     if isinstance(layer, nn.modules.conv._ConvNd):
-        same_padding = layer.padding == "same" or all(
-            2 * p == d * (k - 1) for p, k, d in zip(layer.padding, layer.kernel_size, layer.dilation)
+        padding = layer.padding
+        same_padding = padding == "same" or (
+            not isinstance(padding, str)
+            and all(2 * p == d * (k - 1) for p, k, d in zip(padding, layer.kernel_size, layer.dilation))
         )
         stride_one = all(s == 1 for s in layer.stride)
         return layer.in_channels == layer.out_channels and stride_one and same_padding

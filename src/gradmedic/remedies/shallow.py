@@ -54,7 +54,9 @@ def truncate(model: nn.Module, depth: int) -> tuple[nn.Sequential, list[Change]]
         raise ModelError("truncate needs a first block, repeated blocks and a head (at least 3 blocks)")
     first, middle, head = blocks[0], blocks[1:-1], blocks[-1]
     if len({_signature(b) for b in middle}) != 1:
-        raise ModelError("the middle blocks differ in structure or size: this is not a plain stack to shorten")
+        raise ModelError(
+            "the middle blocks differ in structure or size: this is not a plain stack to shorten"
+        )
     current = len(middle) + 1
     if not 1 <= depth <= current:
         raise ConfigError(f"depth={depth}: choose between 1 and the current {current} blocks")

@@ -11,7 +11,8 @@ Example:
     >>> from torch import nn
     >>> from gradmedic import treat
     >>> torch.manual_seed(0) and None
-    >>> model = nn.Sequential(*[m for _ in range(40) for m in (nn.Linear(32, 32), nn.Tanh())], nn.Linear(32, 4))
+    >>> blocks = [m for _ in range(40) for m in (nn.Linear(32, 32), nn.Tanh())]
+    >>> model = nn.Sequential(*blocks, nn.Linear(32, 4))
     >>> x, y = torch.randn(64, 32), torch.randint(0, 4, (64,))
     >>> treatment = treat(model, x, y, allow=["init"], suggest_lr=False)
     >>> treatment.before.healthy, treatment.after.healthy
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..diagnosis.checkup import LossFn, call_model, checkup, compute_loss
@@ -115,10 +117,13 @@ def treat(
             break
         state.tried.add(family)
         _try_family(state, family, inputs, targets, loss_fn, shapes)
-    treatment = Treatment(work, state.changes, before, state.report, suggest_optimizer(before), rounds=state.rounds)
+    treatment = Treatment(
+        work, state.changes, before, state.report, suggest_optimizer(before), rounds=state.rounds
+    )
     treatment.clip_norm = CLIP_NORM if "clipping" in state.tried and "clipping" in allowed else None
     if suggest_lr and (targets is not None or loss_fn is not None):
-        treatment.lr_curve = find_lr(work, (inputs, targets), _loss_callable(loss_fn, targets))
+        batch = (inputs, targets if targets is not None else torch.zeros(0))
+        treatment.lr_curve = find_lr(work, batch, _loss_callable(loss_fn, targets))
         treatment.lr = treatment.lr_curve.suggestion
     return treatment
 
@@ -223,12 +228,14 @@ def output_shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
 def _tensors(output: Any) -> list[Tensor]:
     if isinstance(output, Tensor):
         return [output]
-    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else []
+    items = (
+        output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else []
+    )
     return [t for item in items for t in _tensors(item)]
 
 
 def _loss_callable(loss_fn: LossFn | None, targets: Tensor | None) -> Callable[[Any, Tensor], Tensor]:
     def loss(output: Any, batch_targets: Tensor) -> Tensor:
-        return compute_loss(output, batch_targets, loss_fn, [])
+        return compute_loss(output, batch_targets if targets is not None else None, loss_fn, [])
 
     return loss

@@ -1,0 +1,244 @@
+"""The pure statistics of ``gradmedic.stats`` against their definitions, on random shapes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from gradmedic import stats
+from models import DYING, SATURATING, dead_reference, local_slope, max_slope, saturation_reference
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
+seeds = st.integers(0, 2**31 - 1)
+scales = st.sampled_from([1e-3, 0.1, 1.0, 3.0, 30.0])
+
+
+def _randn(shape: tuple[int, ...], seed: int, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+
+
+def _exact_sq(tensor: torch.Tensor) -> float:
+    return tensor.double().pow(2).sum().item()
+
+
+# -- norms ---------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(shapes, seeds, scales, st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]))
+def test_squared_norm_equals_sum_of_squares(shape, seed, scale, dtype):
+    tensor = _randn(shape, seed, scale, dtype)
+    result = stats.squared_norm(tensor)
+    assert result.dim() == 0
+    assert result.dtype == torch.float64
+    assert result.item() == pytest.approx(_exact_sq(tensor), rel=1e-5)
+
+
+@pytest.mark.parametrize("value", [1e-20, 1e-25, 1e-35])
+def test_vanishing_values_do_not_underflow_to_zero(value):
+    """float32 squares of 1e-20 are 1e-40: below the smallest normal float32 (flushed to 0)."""
+    tensor = torch.full((64, 32), value, dtype=torch.float32)
+    exact = _exact_sq(tensor)
+    assert stats.squared_norm(tensor).item() == pytest.approx(exact, rel=1e-6)
+    both = stats.squared_norms([tensor, torch.ones(3)])
+    assert both[0].item() == pytest.approx(exact, rel=1e-6) and both[1].item() == pytest.approx(3.0)
+
+
+def test_squared_norm_of_non_contiguous_tensor():
+    tensor = _randn((4, 6), 1).t()[::2]
+    assert not tensor.is_contiguous()
+    assert stats.squared_norm(tensor).item() == pytest.approx(_exact_sq(tensor), rel=1e-6)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(shapes, st.sampled_from([torch.float32, torch.float64])), min_size=1, max_size=5),
+    seeds,
+)
+def test_squared_norms_one_value_per_tensor(specs, seed):
+    tensors = [_randn(shape, seed + i, 2.0, dtype) for i, (shape, dtype) in enumerate(specs)]
+    result = stats.squared_norms(tensors)
+    assert result.shape == (len(tensors),)
+    assert result.dtype == torch.float64  # squares of vanishing values need float64
+    np.testing.assert_allclose(result.double().numpy(), [_exact_sq(t) for t in tensors], rtol=1e-5)
+
+
+def test_squared_norms_of_nothing_is_empty():
+    assert stats.squared_norms([]).shape == (0,)
+
+
+def test_squared_norm_keeps_inf_and_nan():
+    assert stats.squared_norm(torch.tensor([1.0, math.inf])).item() == math.inf
+    assert math.isnan(stats.squared_norm(torch.tensor([1.0, math.nan])).item())
+
+
+@SETTINGS
+@given(st.integers(1, 30), st.integers(1, 6), seeds)
+def test_grouped_sums_add_each_value_to_its_group(n_values, n_groups, seed):
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(n_values, generator=generator, dtype=torch.float64)
+    groups = torch.randint(0, n_groups, (n_values,), generator=generator)
+    expected = [sum(v for v, g in zip(values.tolist(), groups.tolist()) if g == k) for k in range(n_groups)]
+    np.testing.assert_allclose(stats.grouped_sums(values, groups, n_groups).numpy(), expected, rtol=1e-12)
+
+
+# -- saturation ------------------------------------------------------------------------------
+
+ACTIVATIONS = [
+    nn.Sigmoid(),
+    nn.Tanh(),
+    nn.Softsign(),
+    nn.Hardtanh(),
+    nn.Hardtanh(-2.0, 0.5),
+    nn.ReLU6(),
+    nn.Hardsigmoid(),
+]
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=repr)
+def test_band_edge_is_where_slope_is_five_percent_of_the_maximum(activation):
+    """Just inside the band the slope is below 5 % of the maximum, just outside it is not."""
+    band = stats.saturation_band(activation)
+    assert band is not None
+    peak = max_slope(activation)
+    grid = torch.arange(-12 * 4096, 12 * 4096 + 1, dtype=torch.float64) / 4096  # corners exact
+    slope = local_slope(activation, grid)
+    y = activation(grid)
+    distance = (y - band.center).abs()
+    inside = distance >= band.radius if band.inclusive else distance > band.radius
+    flat = slope < stats.SATURATION_SLOPE * peak
+    disagree = (inside != flat) & ((slope - stats.SATURATION_SLOPE * peak).abs() > 1e-6 * peak)
+    assert not disagree.any(), grid[disagree][:5]
+    assert flat.any() and (~flat).any()
+
+
+@SETTINGS
+@given(st.sampled_from(ACTIVATIONS), shapes, seeds, scales)
+def test_saturated_fraction_matches_slope_definition(activation, shape, seed, scale):
+    x = _randn(shape, seed, scale)
+    expected, slack = saturation_reference(activation, x)
+    result = stats.saturated_fraction(activation(x), stats.saturation_band(activation))
+    assert abs(result.item() - expected) <= slack + 1e-7
+
+
+@pytest.mark.parametrize(
+    ("activation", "x"),
+    [
+        (nn.Hardtanh(), [-1.0, 1.0, -0.999, 0.999, -5.0, 5.0]),
+        (nn.ReLU6(), [0.0, 6.0, 1e-6, 5.999, -1.0, 7.0]),
+        (nn.Hardsigmoid(), [-3.0, 3.0, -2.999, 2.999, -4.0, 4.0]),
+    ],
+    ids=["hardtanh", "relu6", "hardsigmoid"],
+)
+def test_clipped_activations_are_saturated_exactly_on_their_corners(activation, x):
+    """At the corner itself PyTorch's slope is 0: the band is inclusive."""
+    x = torch.tensor(x)
+    expected, _ = saturation_reference(activation, x)
+    assert expected == pytest.approx(4 / 6)
+    result = stats.saturated_fraction(activation(x), stats.saturation_band(activation))
+    assert result.item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "activation", [nn.ReLU(), nn.LeakyReLU(), nn.GELU(), nn.SiLU(), nn.ELU(), nn.Softplus(), nn.Mish()]
+)
+def test_non_saturating_activations_have_no_band(activation):
+    assert stats.saturation_band(activation) is None
+    assert not isinstance(activation, SATURATING)
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [nn.ReLU(), nn.ReLU6(), nn.Threshold(0.1, 0.0), nn.Hardsigmoid(), nn.LeakyReLU(), nn.Tanh(), nn.GELU()],
+    ids=repr,
+)
+def test_can_die_exactly_for_activations_with_a_zero_half_line(activation):
+    assert stats.can_die(activation) == isinstance(activation, DYING)
+
+
+# -- dead units ----------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(
+    st.lists(st.integers(1, 5), min_size=2, max_size=4).map(tuple),
+    seeds,
+    st.floats(-2.0, 1.0, allow_subnormal=False),
+)
+def test_dead_fraction_counts_units_zero_for_every_sample(shape, seed, offset):
+    output = torch.relu(_randn(shape, seed) + offset)
+    expected = dead_reference(output)
+    units = output.reshape(shape[0], -1)
+    by_loop = sum(all(units[b, j] <= 0 for b in range(shape[0])) for j in range(units.shape[1]))
+    assert expected == pytest.approx(by_loop / units.shape[1])
+    assert stats.dead_fraction(output).item() == pytest.approx(expected, abs=1e-7)
+
+
+def test_dead_fraction_unit_alive_in_one_sample_only_is_alive():
+    output = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    assert stats.dead_fraction(output).item() == pytest.approx(1 / 3)
+
+
+def test_dead_fraction_of_cnn_output_counts_channel_times_position():
+    output = torch.zeros(2, 3, 2, 2)
+    output[0, 1, 0, 0] = 1.0  # one live neuron of 12
+    output[1, 2] = 1.0  # a whole live channel, 4 neurons
+    assert stats.dead_fraction(output).item() == pytest.approx(7 / 12)
+
+
+# -- mean, std and the packed row --------------------------------------------------------------
+
+
+@SETTINGS
+@given(shapes, seeds, scales, st.floats(-100.0, 100.0, allow_subnormal=False))
+def test_mean_std_is_population_mean_and_std(shape, seed, scale, shift):
+    values = _randn(shape, seed, scale) + shift
+    mean, std = stats.mean_std(values)
+    exact = values.double()
+    assert mean.item() == pytest.approx(exact.mean().item(), rel=1e-5, abs=1e-5 * (abs(shift) + scale))
+    assert std.item() == pytest.approx(exact.std(unbiased=False).item(), rel=1e-3, abs=1e-6 * abs(shift))
+
+
+def test_mean_std_of_a_constant_is_zero_std():
+    mean, std = stats.mean_std(torch.full((5, 3), 7.0))
+    assert (mean.item(), std.item()) == (7.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("module", "has_saturated", "has_dead"),
+    [(None, False, False), (nn.Tanh(), True, False), (nn.ReLU(), False, True), (nn.ReLU6(), True, True)],
+)
+def test_activation_stats_row(module, has_saturated, has_dead):
+    x = _randn((7, 5), 3, 4.0)
+    output = module(x) if module is not None else x
+    row = stats.activation_stats(output, module)
+    assert row.shape == (len(stats.ACTIVATION_FIELDS),)
+    assert stats.ACTIVATION_FIELDS == ("act_mean", "act_std", "act_saturated", "act_dead")
+    exact = output.double()
+    assert row[0].item() == pytest.approx(exact.mean().item(), rel=1e-5)
+    assert row[1].item() == pytest.approx(exact.std(unbiased=False).item(), rel=1e-5)
+    if has_saturated:
+        expected, slack = saturation_reference(module, x)
+        assert abs(row[2].item() - expected) <= slack + 1e-7
+    else:
+        assert math.isnan(row[2].item())
+    if has_dead:
+        assert row[3].item() == pytest.approx(dead_reference(output))
+    else:
+        assert math.isnan(row[3].item())
+
+
+def test_activation_stats_of_integer_output_and_no_grad():
+    row = stats.activation_stats(torch.tensor([[1, 3], [5, 7]]), None)
+    assert row[:2].tolist() == pytest.approx([4.0, math.sqrt(5.0)])
+    x = torch.randn(4, 3, requires_grad=True)
+    assert not stats.activation_stats(torch.tanh(x), nn.Tanh()).requires_grad
