@@ -42,6 +42,29 @@ def applied(changes: list[Change]) -> list[Change]:
     return [c for c in changes if not c.skipped]
 
 
+def group_changes(changes: list[Change]) -> list[str]:
+    """One line per (family, action): the same change on many layers is listed once.
+
+    Example:
+        >>> group_changes([Change("init", "0", "orthogonal"), Change("init", "2", "orthogonal")])
+        ["init          changed  2 layers ('0', '2'): orthogonal"]
+    """
+    groups: dict[tuple[str, str, bool], list[str]] = {}
+    for change in changes:
+        groups.setdefault((change.family, change.action, change.skipped), []).append(change.layer)
+    lines = []
+    for (family, action, skipped), layers in groups.items():
+        verb = "skipped" if skipped else "changed"
+        named = [repr(layer) for layer in layers if layer]
+        where = named[0] if len(named) == 1 else f"{len(named)} layers ({_shorten(named)})" if named else "(model)"
+        lines.append(f"{family:<13} {verb:<8} {where}: {action}")
+    return lines
+
+
+def _shorten(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{', '.join(names[:3])}, ... {names[-1]}"
+
+
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     """Replace the submodule called ``name`` (``"blocks.3.act"``) with ``new``."""
     parent_name, _, child = name.rpartition(".")

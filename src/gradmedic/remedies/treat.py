@@ -33,7 +33,7 @@ from ..diagnosis.checkup import LossFn, call_model, checkup, compute_loss
 from ..diagnosis.findings import Report, Severity
 from ..errors import ConfigError
 from .activations import swap_activations
-from .changes import Change, applied
+from .changes import Change, applied, group_changes
 from .init import reinit
 from .lr import LRFinderResult, find_lr, suggest_optimizer
 from .normalization import add_normalization
@@ -84,7 +84,7 @@ class Treatment:
             + (f", clip_grad_norm_ {self.clip_norm}" if self.clip_norm else "") + f" ({self.optimizer[1]})",
             "changes:",
         ]  # fmt: skip
-        return "\n".join([*lines, *(f"  {c}" for c in self.changes)])
+        return "\n".join([*lines, *(f"  {line}" for line in group_changes(self.changes))])
 
 
 def treat(
