@@ -49,7 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
                       "residual,recurrent,clipping (default: all)")  # fmt: skip
     cure.add_argument("--out", metavar="DIR", default="gradmedic-treated",
                       help="where to write model.pt (treated state_dict), changes.json, reports")  # fmt: skip
+    page = commands.add_parser(
+        "report", help="diagnose a recorded run and write a self-contained HTML report (exit 1: not healthy)"
+    )
+    page.add_argument("run", metavar="RUN.jsonl", help="a run from History.save or watch(..., log_path=...)")
+    page.add_argument("-o", "--out", metavar="PATH", help="the HTML file (default: RUN with .html)")
+    page.add_argument("--title", help="the page title")
     return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """``gradmedic report RUN.jsonl -o report.html``: diagnose a recorded run, write the HTML."""
+    from .diagnosis.render import headline
+    from .html_report import report_run
+
+    report, path = report_run(args.run, args.out, args.title)
+    print(f"{headline(report)}\nwritten: {path}")
+    return 0 if report.healthy else 1
 
 
 def run_treat(args: argparse.Namespace) -> int:
@@ -115,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_checkup(args)
         if args.command == "treat":
             return run_treat(args)
+        if args.command == "report":
+            return run_report(args)
     except (GradmedicError, ImportError) as error:
         print(f"gradmedic: {error}", file=sys.stderr)
         return 2

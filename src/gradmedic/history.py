@@ -20,11 +20,26 @@ metric              columns    meaning
 ``act_saturated``   layers     fraction of outputs in the flat tails (saturating activations)
 ``act_dead``        layers     fraction of units zero for the whole batch (ReLU family)
 ``update_ratio``    layers     ||w_after - w_before|| / ||w_before|| across one update
+``grad_underflow``  layers     fraction of non-zero weight-gradient values below the smallest
+                               normal of the low-precision dtype (mixed precision only)
+``time_signal``     see below  per recurrent layer, the backprop signal at each time step
+``time_length``     layers     number of time steps of the sequence (recurrent layers)
+``gate_mean``       layers     mean forget (LSTM) / update (GRU) gate activation
+``gate_saturated``  layers     fraction of those gates in the sigmoid's flat tails
 =================== ========== ===========================================================
 
+``time_signal`` (see :mod:`gradmedic.recurrent_stats`) has one block of columns per recurrent
+layer (:attr:`History.time_layers`, in that order), each block indexed by *steps back*: column 0
+is the last step of the sequence, column ``k`` the step ``k`` steps before it. The blocks are as
+wide as the longest sequence seen so far (:attr:`History.time_steps`): a shorter sequence leaves
+NaN beyond its first step, and when a longer one arrives every earlier row is widened with NaN.
+Sequences longer than :data:`MAX_TIME_STEPS` keep their last ``MAX_TIME_STEPS`` steps (the ones
+nearest the loss); ``time_length`` still records their full length. :meth:`History.time_rows`
+reads one layer's block.
+
 The JSON Lines file starts with a header line (``{"format": "gradmedic.history", "version": 1,
-"layers": [...], "params": [...], "meta": {...}}``), then one line per recorded row
-(``{"step": 12, "metric": "signal_norm", "values": [...]}``) and one per non-finite event
+"layers": [...], "params": [...], "meta": {...}, "time_layers": [...]}``), then one line per
+recorded row (``{"step": 12, "metric": "signal_norm", "values": [...]}``) and one per non-finite event
 (``{"event": "non_finite", "step": 12, "metric": "signal_norm", "layer": "3"}``). Floats are
 JSON numbers; NaN is ``null``; infinities are the strings ``"inf"`` and ``"-inf"``.
 
@@ -58,6 +73,14 @@ VERSION = 1
 FORWARD_METRICS = ("act_mean", "act_std", "act_saturated", "act_dead")
 #: Metrics whose columns are the layers, computed during the backward pass.
 BACKWARD_METRICS = ("signal_norm", "signal_rms", "weight_grad_norm")
+#: Other metrics whose columns are the layers.
+LAYER_METRICS = ("update_ratio", "grad_underflow")
+#: Metrics of recurrent layers whose columns are the layers (NaN for the other layers).
+RECURRENT_METRICS = ("time_length", "gate_mean", "gate_saturated")
+#: Metrics with one block of steps-back columns per recurrent layer.
+TIME_METRICS = ("time_signal",)
+#: Longest time profile kept per recurrent layer (steps back from the last step).
+MAX_TIME_STEPS = 2048
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,13 @@ class _Series:
         while len(self.steps) > max_rows and self._thin():
             pass
 
+    def widen(self, blocks: int, block_width: int) -> None:
+        """Pad each of the ``blocks`` column blocks of every row with NaN to ``block_width``."""
+        old = self.width // max(blocks, 1)
+        pad = ((0, 0), (0, block_width - old))
+        self.rows = [np.pad(r.reshape(blocks, old), pad, constant_values=np.nan).ravel() for r in self.rows]
+        self.width = blocks * block_width
+
     def _thin(self) -> bool:
         """Drop every other row of the older half: recent steps stay dense, old ones sparse.
 
@@ -109,6 +139,7 @@ class History:
         params: parameter names (columns of ``param_grad_norm``).
         max_rows: per metric, the number of rows kept before old rows are thinned.
         meta: free-form information saved with the run (model class, options...).
+        time_layers: columns (in ``layers``) of the recurrent layers that have a time profile.
     """
 
     def __init__(
@@ -117,6 +148,7 @@ class History:
         params: list[str],
         max_rows: int = 4096,
         meta: dict[str, Any] | None = None,
+        time_layers: list[int] | None = None,
     ) -> None:
         if max_rows < 2:
             raise ConfigError(f"max_rows={max_rows}: keep at least 2 rows per metric")
@@ -124,6 +156,8 @@ class History:
         self.params = params
         self.max_rows = max_rows
         self.meta = dict(meta or {})
+        self.time_layers = list(time_layers or [])
+        self.time_steps = 0
         self.non_finite: list[NonFiniteEvent] = []
         self._series: dict[str, _Series] = {}
 
@@ -133,14 +167,40 @@ class History:
         """Number of columns of ``metric``."""
         if metric == "param_grad_norm":
             return len(self.params)
-        if metric in FORWARD_METRICS or metric in BACKWARD_METRICS or metric == "update_ratio":
+        if metric in TIME_METRICS:
+            return len(self.time_layers) * self.time_steps
+        if metric in RECURRENT_METRICS:
+            return len(self.layers)
+        if metric in FORWARD_METRICS or metric in BACKWARD_METRICS or metric in LAYER_METRICS:
             return len(self.layers)
         return 1
 
     def append(self, metric: str, steps: list[int], values: np.ndarray) -> None:
-        """Append rows of ``metric`` (shape ``[len(steps), width]``) recorded at ``steps``."""
+        """Append rows of ``metric`` (shape ``[len(steps), width]``) recorded at ``steps``.
+
+        Rows of a time metric may have any number of steps back per layer (see the module
+        docstring): they are padded, or the series is widened, to fit.
+        """
+        if metric in TIME_METRICS:
+            values = self._fit_time(metric, np.asarray(values, dtype=np.float64).reshape(len(steps), -1))
         series = self._series.setdefault(metric, _Series(self.width(metric)))
         series.extend(list(steps), values, self.max_rows)
+
+    def _fit_time(self, metric: str, values: np.ndarray) -> np.ndarray:
+        """Cut rows to ``MAX_TIME_STEPS`` per layer, then pad them or widen the series to match."""
+        blocks = max(len(self.time_layers), 1)
+        if values.shape[1] % blocks:
+            raise ConfigError(
+                f"{metric}: rows of {values.shape[1]} values do not split into {blocks} recurrent layers"
+            )
+        values = values.reshape(len(values), blocks, -1)[:, :, :MAX_TIME_STEPS]
+        steps = values.shape[2]
+        if steps > self.time_steps:
+            if metric in self._series:
+                self._series[metric].widen(blocks, steps)
+            self.time_steps = steps
+        pad = ((0, 0), (0, 0), (0, self.time_steps - steps))
+        return np.pad(values, pad, constant_values=np.nan).reshape(len(values), -1)
 
     def add_event(self, event: NonFiniteEvent) -> None:
         """Keep a non-finite event (the first 1000 only: the first ones are what matter)."""
@@ -165,6 +225,19 @@ class History:
         series = self._series[metric]
         values = np.array(series.rows, dtype=np.float64).reshape(len(series.steps), series.width)
         return np.array(series.steps, dtype=np.int64), values
+
+    def time_rows(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """Steps (``[n]``) and the time profiles (``[n, time_steps]``, by steps back) of ``layer``.
+
+        Raises:
+            KeyError: if ``layer`` has no time profile (the message lists those that do), or
+                none was recorded.
+        """
+        names = [self.layers[i].name for i in self.time_layers]
+        if layer not in names:
+            raise KeyError(f"layer {layer!r} has no time profile; recurrent layers: {names}")
+        steps, values = self.array("time_signal")
+        return steps, values.reshape(len(steps), len(names), -1)[:, names.index(layer)]
 
     def last(self, metric: str) -> np.ndarray:
         """The most recent row of ``metric``."""
@@ -197,6 +270,7 @@ class History:
             "layers": [layer.to_dict() for layer in self.layers],
             "params": self.params,
             "meta": self.meta,
+            "time_layers": self.time_layers,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -237,6 +311,7 @@ class History:
                 [LayerInfo(**layer) for layer in header["layers"]],
                 list(header["params"]),
                 meta=header.get("meta", {}),
+                time_layers=list(header.get("time_layers", [])),
             )
             history.max_rows = 10**9
             for line in lines:

@@ -37,18 +37,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import sinks as sinks_module
 from . import stats
+from ._time_recorder import TimeRecorder
 from .errors import ConfigError, ModelError, UnsupportedError
 from .history import (
     BACKWARD_METRICS,
     FORWARD_METRICS,
+    TIME_METRICS,
     History,
     NonFiniteEvent,
     row_record,
     write_line,
 )
 from .hooks import HookSet
-from .layers import LayerInfo, find_layers, require_module
+from .integrations.distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
+from .layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from .schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
@@ -64,6 +68,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "flush_every": 32,
     "max_rows": 4096,
     "log_path": None,
+    "sinks": None,
+    "scaler": None,
+    "distributed": "auto",
 }
 
 #: Options for "every statistic on every step" (what the checkup uses).
@@ -107,8 +114,24 @@ class Monitor:
         flush_every: how many steps values stay on the device before they are copied to the host.
         max_rows: rows kept per metric before older rows are thinned.
         log_path: if given, a JSON Lines file the history is streamed to at each flush.
+        sinks: objects written at each flush with summary series (see :mod:`gradmedic.sinks`):
+            ``CSVSink``, ``JSONLinesSink``, the TensorBoard and W&B sinks of
+            :mod:`gradmedic.integrations`; closed by :meth:`detach`.
+        scaler: the ``torch.amp.GradScaler`` of a mixed-precision run: recorded gradient norms
+            are divided by its scale (a device tensor: no host synchronisation), and steps it
+            skips (non-finite gradients) are left out when the optimizer is given.
+        distributed: ``"auto"`` (reduce over ranks when ``model`` is a
+            ``DistributedDataParallel`` in a process group of several ranks), ``True`` or
+            ``False``; see :mod:`gradmedic.integrations.distributed`.
 
     A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
+
+    Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` and the cells) also get, on the steps of
+    the activation schedule, their backprop signal at each time step and their gate statistics
+    (``time_signal``, ``time_length``, ``gate_mean``, ``gate_saturated``; see
+    :mod:`gradmedic.recurrent_stats`). For the fused layers this replays the recurrence once
+    after the backward pass, about the cost of one more forward and backward pass of that layer;
+    call :meth:`step` (or let the optimizer's ``step()`` do it) before the weights change.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
@@ -118,6 +141,7 @@ class Monitor:
                 "gradmedic cannot watch a torch.compile'd module: watch the original model "
                 "(gradmedic.watch(model)) and compile it afterwards"
             )
+        refuse_sharded(model)
         opts = _validate_options(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
             _check_optimizer_owns(model, optimizer)
@@ -130,8 +154,19 @@ class Monitor:
         self.layers: list[LayerInfo] = find_layers(model)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
-        self._history = History(self.layers, params, _positive_int(opts["max_rows"], "max_rows"), meta)
+        modules = dict(model.named_modules())
+        recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
+        rows = _positive_int(opts["max_rows"], "max_rows")
+        self._history = History(self.layers, params, rows, meta, time_layers=recurrent)
+        self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
         self._log_path = Path(opts["log_path"]) if opts["log_path"] is not None else None
+        self._sinks = sinks_module.check_sinks(opts["sinks"])
+        self._scaler = opts["scaler"]
+        self._reducer: Reducer | None = None
+        if wants_reduction(model, opts["distributed"]):
+            widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
+            self._reducer = Reducer(widths, self._flush_every)
+        self._writer = self._reducer is None or self._reducer.rank == 0
         self._hooks = HookSet()
         self._modules: list[nn.Module] = []
         self._params: list[nn.Parameter] = []
@@ -141,6 +176,7 @@ class Monitor:
         self._pending: list[_StepRecord] = []
         self._leaf_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
+        self._forward_seen = False
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -158,8 +194,15 @@ class Monitor:
 
     @property
     def history(self) -> History:
-        """The record so far (pending device values are flushed first)."""
-        self.flush()
+        """The record so far (pending device values are flushed first).
+
+        In a distributed run this never waits for the other ranks: it holds the steps reduced so
+        far; :meth:`flush` and :meth:`detach` (collectives) bring in the rest.
+        """
+        if self._reducer is None:
+            self.flush()
+        else:
+            self._write(self._reducer.poll())
         return self._history
 
     def attach(self) -> Monitor:
@@ -176,7 +219,7 @@ class Monitor:
             raise
         self._attached = True
         self._start_step()
-        if self._log_path is not None and not self._log_path.exists():
+        if self._writer and self._log_path is not None and not self._log_path.exists():
             with self._log_path.open("w", encoding="utf-8") as out:
                 write_line(out, self._history.header())
         return self
@@ -189,7 +232,12 @@ class Monitor:
         self._modules = []
         self._params = []
         self._snapshot = None
+        if self._time is not None:
+            self._time.reset()
         self.flush()
+        if self._writer:
+            for sink in self._sinks:
+                sink.close()
 
     def step(self, loss: Tensor | float | None = None) -> None:
         """Mark the end of a training step (call it after ``backward()``).
@@ -210,20 +258,39 @@ class Monitor:
         """Apply gradmedic's rules to the run so far (see :func:`gradmedic.diagnosis.diagnose`)."""
         from .diagnosis import diagnose
 
-        return diagnose(self.history, self._model_ref())
+        report = diagnose(self.history, self._model_ref())
+        if self._writer:
+            sinks_module.write_diagnosis(self._sinks, max(self._step - 1, 0), self._history, report)
+        return report
 
     def flush(self) -> None:
-        """Copy pending values to the host, into the history (and the log file, if any)."""
+        """Copy pending values to the host, into the history (and the log file and sinks, if any).
+
+        In a distributed run this is a collective (every rank must call it): the ranks reduce
+        their pending steps together; :meth:`detach` calls it.
+        """
         records, self._pending = self._pending, []
-        if not records:
+        if self._reducer is not None:
+            values = [(r.step, r.values, r.observed) for r in records]
+            self._write(self._reducer.finish(values, self._step))
             return
-        rows, events = _flush_records(records, self._history)
+        self._write(records)
+
+    def _write(self, records: list[_StepRecord] | list[StepValues]) -> None:
+        """Append host copies of ``records`` to the history; stream them to the log file and sinks."""
+        steps = [r if isinstance(r, _StepRecord) else _StepRecord(r[0], r[1], r[2]) for r in records]
+        if not steps:
+            return
+        rows, events = _flush_records(steps, self._history)
+        if not self._writer:
+            return
         if self._log_path is not None:
             with self._log_path.open("a", encoding="utf-8") as out:
                 for metric, step, row in rows:
                     write_line(out, row_record(metric, step, row))
                 for event in events:
                     write_line(out, event.to_dict())
+        sinks_module.write_rows(self._sinks, self._history, rows)
 
     def __enter__(self) -> Monitor:
         return self.attach()
@@ -248,7 +315,12 @@ class Monitor:
         self._params = list(model.parameters())
         self._param_layer = _param_layer_index(model, self.layers)
         self._node_hooks: dict[tuple[int, int], Any] = {}
+        recurrent = set(self._time.layers) if self._time is not None else set()
         for index, module in enumerate(self._modules):
+            if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
+                hook = functools.partial(self._on_recurrent_forward, index)
+                self._hooks.add(module.register_forward_hook(hook, with_kwargs=True))
+                continue
             hook = functools.partial(self._on_forward, index)
             self._hooks.add(module.register_forward_hook(hook))
         optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
@@ -267,6 +339,10 @@ class Monitor:
                 "at tracing time, and report stale numbers. Watch the uncompiled model, or run "
                 "gradmedic.checkup on it before compiling"
             )
+        if self._scaler is not None and self._scaler_skipped():
+            self._start_step()  # the GradScaler skipped the last step: its numbers are dropped
+        if not self._forward_seen:
+            self._first_forward(output)
         self._forward_seen = True
         layer = self.layers[index]
         if layer.forward_index < 0:
@@ -286,6 +362,14 @@ class Monitor:
         if self._acts_on and tensors:
             activation = module if is_activation else None
             self._acts.setdefault(index, []).append(stats.activation_stats(tensors[0], activation))
+
+    def _on_recurrent_forward(self, index: int, module: nn.Module, args: tuple[object, ...],
+                              kwargs: dict[str, object], output: object) -> None:  # fmt: skip
+        """Recurrent layers: the usual statistics, then the per-step signal and the gates (on the
+        activation schedule)."""
+        self._on_forward(index, module, args, output)
+        if self._attached and self._acts_on and self._time is not None and torch.is_grad_enabled():
+            self._time.on_forward(index, module, args, kwargs, output)
 
     def _hook_gradient(self, index: int, tensor: Tensor) -> None:
         """Have the gradient w.r.t. ``tensor`` (as it is now) reported to :meth:`_on_grad`.
@@ -323,10 +407,61 @@ class Monitor:
         self._signal_numel[index] += grad.numel()
 
     def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
+        if _closure_given(args, kwargs):  # forward and backward run inside step(): collect after
+            self._closure_step = True
+            self._take_snapshot()
+            return
         self._collect_backward()
 
     def _after_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
+        if self._closure_step:
+            self._closure_step = False
+            self._collect_backward(snapshot=False)
         self._close_step(None)
+
+    # -- mixed precision -------------------------------------------------------------------
+
+    def _first_forward(self, output: object) -> None:
+        """At the first forward call of a step: the low-precision dtype, the scaler's round."""
+        tensors = _float_tensors(output)
+        self._low_dtype: torch.dtype | None = _low_precision_dtype(tensors[0]) if tensors else None
+        if self._low_dtype is not None:
+            self._history.meta.setdefault("low_precision", str(self._low_dtype).removeprefix("torch."))
+        if self._scaler is not None:
+            self._scaler_round: object = getattr(self._scaler, "_per_optimizer_states", None)
+
+    def _scaler_skipped(self) -> bool:
+        """Whether ``scaler.update()`` ran since this step's first forward without an optimizer step.
+
+        ``GradScaler.update()`` replaces its per-optimizer state; when that happens and the
+        optimizer's step never closed ours, the scaler skipped it (non-finite gradients).
+        """
+        if not self._forward_seen or self._optimizer_ref is None:
+            return False
+        if getattr(self._scaler, "_per_optimizer_states", None) is self._scaler_round:
+            return False
+        skipped = int(self._history.meta.get("scaler_skipped_steps", 0)) + 1
+        self._history.meta["scaler_skipped_steps"] = skipped
+        return True
+
+    def _grad_scale(self) -> Tensor | None:
+        """The GradScaler's scale in effect for this step (a device tensor), or None."""
+        scale = getattr(self._scaler, "_scale", None) if self._scaler is not None else None
+        return scale if isinstance(scale, Tensor) else None
+
+    def _weight_grads_scaled(self) -> bool:
+        """Whether ``.grad`` still holds scaled gradients (``scaler.unscale_`` has not run)."""
+        states = getattr(self._scaler, "_per_optimizer_states", None) or {}
+        optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
+        mine = [states[id(optimizer)]] if id(optimizer) in states else list(states.values())
+        return not any(getattr(state.get("stage"), "name", "") == "UNSCALED" for state in mine)
+
+    def _unscaled(self, squared: Tensor, scaled: bool = True) -> Tensor:
+        """Squared norms divided by the square of the loss scale (when ``scaled``)."""
+        scale = self._grad_scale()
+        if scale is None or not scaled:
+            return squared
+        return squared / scale.to(squared.device, torch.float64).square()
 
     # -- step bookkeeping ------------------------------------------------------------------
 
@@ -338,6 +473,11 @@ class Monitor:
         self._acts: dict[int, list[Tensor]] = {}
         self._record = _StepRecord(self._step)
         self._pending_loss: Tensor | None = None
+        self._closure_step = False
+        self._low_dtype = None
+        self._scaler_round = None
+        if self._time is not None:
+            self._time.reset()
 
     def _start_step(self) -> None:
         self._remove_leaf_hooks()
@@ -345,7 +485,7 @@ class Monitor:
         self._signal_on = self._signal_schedule(self._step)
         self._acts_on = self._acts_schedule(self._step)
 
-    def _collect_backward(self) -> None:
+    def _collect_backward(self, snapshot: bool = True) -> None:
         """Gather this step's backprop signal and weight gradients (before the update)."""
         record = self._record
         if self._signal_on and not self._forward_seen:
@@ -353,7 +493,16 @@ class Monitor:
         if self._signal_on:
             self._put_signal(record)
             self._put_weight_grads(record)
+        if self._acts_on and self._low_dtype is not None:
+            self._put_underflow(record)
         self._put_activations(record)
+        if self._time is not None:
+            for metric, (values, observed) in self._time.collect(self._unscaled).items():
+                record.put(metric, values, observed)
+        if snapshot:
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
             self._snapshot = self._trainable_copy()
 
@@ -380,8 +529,23 @@ class Monitor:
             self._snapshot = self._trainable_copy()
         self._step += 1
         self._start_step()
-        if len(self._pending) >= self._flush_every:
+        if self._reducer is not None:
+            self._exchange()
+        elif len(self._pending) >= self._flush_every:
             self.flush()
+
+    def _exchange(self) -> None:
+        """Distributed: send a complete window to the other ranks; write what has come back."""
+        reducer = self._reducer
+        assert reducer is not None
+        ready = reducer.poll()
+        if reducer.due(self._step):
+            values = [(r.step, r.values, r.observed) for r in self._pending]
+            more, keep = reducer.launch(values)
+            kept = {step for step, _, _ in keep}
+            self._pending = [r for r in self._pending if r.step in kept]
+            ready += more
+        self._write(ready)
 
     def _record_loss(self, loss: Tensor | float) -> None:
         """With an optimizer: the loss belongs to the open step, or to the one just closed."""
@@ -417,6 +581,7 @@ class Monitor:
         else:
             sq = torch.zeros(n)
         observed = np.array(self._signal_numel) > 0
+        sq = self._unscaled(sq)  # the backward pass ran on the scaled loss
         numel = torch.tensor([max(c, 1) for c in self._signal_numel], dtype=sq.dtype, device=sq.device)
         record.put("signal_norm", sq.sqrt(), observed)
         record.put("signal_rms", (sq / numel).sqrt(), observed)
@@ -426,7 +591,7 @@ class Monitor:
         if not with_grad:
             return
         grads = [self._params[i].grad for i in with_grad]
-        sq = stats.squared_norms(grads)  # type: ignore[arg-type]
+        sq = self._unscaled(stats.squared_norms(grads), self._weight_grads_scaled())  # type: ignore[arg-type]
         per_param = torch.zeros(len(self._params), dtype=sq.dtype, device=sq.device)
         per_param[self._device_index(tuple(with_grad), sq.device)] = sq
         observed_params = np.zeros(len(self._params), dtype=bool)
@@ -437,6 +602,31 @@ class Monitor:
         observed_layers[np.array(self._param_layer)[with_grad]] = True
         record.put("param_grad_norm", per_param.sqrt(), observed_params)
         record.put("weight_grad_norm", per_layer.sqrt(), observed_layers)
+
+    def _put_underflow(self, record: _StepRecord) -> None:
+        """Per layer, the fraction of non-zero weight-gradient values below the low dtype's smallest normal.
+
+        Measured on the values as the backward pass made them (scaled by the GradScaler's
+        scale), so a gradient already unscaled is compared with ``tiny / scale``.
+        """
+        assert self._low_dtype is not None
+        params = self._params
+        with_grad = [i for i, p in enumerate(params) if p.grad is not None and p.grad.is_floating_point()]
+        if not with_grad:
+            return
+        grads = [self._params[i].grad for i in with_grad]
+        tiny: Tensor | float = torch.finfo(self._low_dtype).tiny
+        scale = self._grad_scale()
+        if scale is not None and not self._weight_grads_scaled():
+            tiny = torch.finfo(self._low_dtype).tiny / scale.to(grads[0].device, torch.float32)  # type: ignore[union-attr]
+        under, nonzero = stats.underflow_counts(grads, tiny)  # type: ignore[arg-type]
+        groups = self._device_index(tuple(self._param_layer[i] for i in with_grad), under.device)
+        n = len(self.layers)
+        under, nonzero = stats.grouped_sums(under, groups, n), stats.grouped_sums(nonzero, groups, n)
+        fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
+        observed = np.zeros(n, dtype=bool)
+        observed[[self._param_layer[i] for i in with_grad]] = True
+        record.put("grad_underflow", fraction, observed)
 
     def _put_activations(self, record: _StepRecord) -> None:
         if not self._acts:
@@ -543,6 +733,27 @@ def _param_layer_index(model: nn.Module, layers: list[LayerInfo]) -> list[int]:
     return [owner[name] for name, _ in model.named_parameters()]
 
 
+def _closure_given(args: object, kwargs: object) -> bool:
+    """Whether ``optimizer.step`` was called with a closure (Lightning, LBFGS).
+
+    The step hooks get the call's positional arguments with the optimizer first.
+    """
+    if isinstance(kwargs, dict) and kwargs.get("closure") is not None:
+        return True
+    return isinstance(args, tuple) and any(callable(arg) for arg in args[1:2])
+
+
+def _low_precision_dtype(output: Tensor) -> torch.dtype | None:
+    """float16 or bfloat16 when the forward pass runs in it (autocast, or a half model), else None."""
+    device = output.device.type
+    try:
+        if torch.is_autocast_enabled(device):
+            return torch.get_autocast_dtype(device)
+    except (TypeError, AttributeError):  # torch < 2.4: no per-device autocast queries
+        pass
+    return output.dtype if output.dtype in (torch.float16, torch.bfloat16) else None
+
+
 def _as_row(value: Tensor | float) -> Tensor:
     if isinstance(value, Tensor):
         return value.detach().reshape(-1)[:1].float()
@@ -561,6 +772,12 @@ def _flush_records(
     events: list[NonFiniteEvent] = []
     for metric, group in by_metric.items():
         group.sort(key=lambda r: r.step)
+        if metric in TIME_METRICS:  # rows as wide as each step's longest sequence: History fits them
+            for r in group:
+                row = r.values[metric].to("cpu", torch.float64).numpy()
+                history.append(metric, [r.step], row[None])
+                written.append((metric, r.step, row))
+            continue
         stacked = torch.stack([r.values[metric].to("cpu", torch.float64) for r in group]).numpy()
         observed = np.stack([r.observed[metric] for r in group])
         values = np.where(observed, stacked, np.nan)

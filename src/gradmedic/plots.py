@@ -7,6 +7,10 @@ Each picture is one function that returns a :class:`matplotlib.figure.Figure` an
 - :func:`flow_over_time`: heatmap of a per-layer metric, layers by training step;
 - :func:`activations`: saturated and dead fractions per layer over training;
 - :func:`update_ratios`: size of each update relative to the weights, per layer over training.
+- :func:`through_time`: backprop signal of recurrent layers against steps back, with each
+  line's memory horizon marked.
+- :func:`flow_profiles`: backprop signal per layer from Reports (a checkup before and after
+  treatment), one axis, no History needed.
 
 matplotlib is optional (``pip install 'gradmedic[plot]'``) and imported only when a picture is
 drawn. Figures are built from :class:`matplotlib.figure.Figure` with an Agg canvas: no pyplot, no
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +54,8 @@ from .layers import LayerInfo
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+    from .diagnosis.findings import Report
 
 #: The vanishing zone of :func:`flow`: below this factor times the signal at the last layer.
 VANISH_FACTOR = 1e-3
@@ -278,6 +284,83 @@ def update_ratios(history: History, path: str | Path | None = None) -> Figure:
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, HEALTHY_UPDATE[0] / 3), max(high, HEALTHY_UPDATE[1] * 3))
     return _finish(fig, path)
+
+
+def flow_profiles(
+    reports: Report | Sequence[Report],
+    labels: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Backprop signal per layer from one or more reports (``Report.layers``), on one log axis.
+
+    Needs no History: a checkup's (or a diagnosis's) :class:`~gradmedic.diagnosis.Report` keeps
+    the signal of every parametrised layer, so a model before and after treatment can share one
+    axis. Layers are matched by name; the vanishing and exploding zones are those of :func:`flow`,
+    measured on the first report. Each legend entry gives the ratio first/last layer.
+
+    Args:
+        reports: one Report, or several to compare.
+        labels: one legend label per report (default: the report's source, e.g. "checkup").
+        title: the axes title (default: what the picture shows).
+        path: if given, also save the picture there (``.png`` or ``.svg``).
+
+    Returns:
+        The figure; ``fig.axes[0]`` holds one line per report.
+
+    Raises:
+        ConfigError: for ``labels`` of the wrong length or a ``path`` that is neither ``.png``
+            nor ``.svg``.
+
+    Example:
+        >>> from gradmedic.diagnosis.findings import LayerSummary, Report
+        >>> sick = Report([], 0.0, "checkup", layers=[LayerSummary("0", "Linear", 1e-9),
+        ...                                           LayerSummary("2", "Linear", 1e-2)])
+        >>> fixed = Report([], 1.0, "checkup", layers=[LayerSummary("0", "Linear", 5e-3),
+        ...                                            LayerSummary("2", "Linear", 1e-2)])
+        >>> fig = flow_profiles([sick, fixed], ["sick", "treated"])
+        >>> [text.split("  ")[0] for text in fig.axes[0].get_legend_handles_labels()[1][:2]]
+        ['sick', 'treated']
+    """
+    _check_path(path)
+    given = list(reports) if isinstance(reports, Sequence) else [reports]
+    runs = [_report_history(r) for r in given]
+    names = [f"{name}  {_first_over_last(r)}".rstrip() for name, r in zip(_run_labels(runs, labels), given)]
+    columns = [_flow_columns(h, False) for h in runs]
+    order, layer_of = _merge_layers(runs, columns)
+    longest = max((len(_layer_label(layer)) for layer in layer_of.values()), default=0)
+    fig, (ax,) = _figure(_width(len(order)), 4.5 + min(3.0, 0.05 * longest))
+    drawn = []
+    for k, (history, cols) in enumerate(zip(runs, columns, strict=True)):
+        drawn.append(_flow_line(ax, history, "signal_rms", cols, order, None, names[k], _run_style(k)))
+    _shade_zones(ax, drawn)
+    ax.set_title(title or TITLES["signal_rms"], fontsize=10, loc="left", wrap=True)
+    ax.set_ylabel(UNITS["signal_rms"] + " (log)")
+    ax.set_yscale("log")
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    if not any(len(values) for _, values in drawn):
+        _note_empty(ax, "signal_rms")
+    _layer_ticks(ax, [_layer_label(layer_of[name]) for name in order])
+    ax.set_xlim(-0.5, max(len(order), 1) - 0.5)
+    ax.set_xlabel("layer, in forward order (input on the left, output on the right)")
+    _legend(ax)
+    return _finish(fig, path)
+
+
+def _report_history(report: Report) -> History:
+    """A one-row History of a report's per-layer signal, so the flow helpers can draw it."""
+    layers = [LayerInfo(s.name, s.type, "param", forward_index=i) for i, s in enumerate(report.layers)]
+    history = History(layers, [], meta={"model": report.source})
+    if layers:
+        history.append("signal_rms", [0], np.array([[s.signal_rms for s in report.layers]]))
+    return history
+
+
+def _first_over_last(report: Report) -> str:
+    """'(first/last layer: 3.8e-18)' from a report's layers, or '' with fewer than two signals."""
+    values = [s.signal_rms for s in report.layers if math.isfinite(s.signal_rms) and s.signal_rms > 0]
+    return f"(first/last layer: {values[0] / values[-1]:.1e})" if len(values) >= 2 else ""
 
 
 # -- figure plumbing -------------------------------------------------------------------------
@@ -705,3 +788,118 @@ def _depth_colorbar(fig: Figure, ax: Axes, labels: list[str]) -> None:
     ticks = list(range(0, len(labels), math.ceil(len(labels) / 8)))
     bar.set_ticks(ticks, labels=[labels[t] for t in ticks])
     bar.ax.tick_params(labelsize=7)
+
+
+# -- through time ----------------------------------------------------------------------------
+
+
+def through_time(
+    runs: History | Sequence[History] | Mapping[str, Sequence[float] | np.ndarray],
+    labels: Sequence[str] | None = None,
+    *,
+    step: int | None = None,
+    relative: bool = True,
+    path: str | Path | None = None,
+) -> Figure:
+    """Backprop signal of recurrent layers against steps back, log scale, memory horizon marked.
+
+    One line per recurrent layer of each History (the monitor's ``time_signal``), or per entry
+    of a mapping ``label -> profile`` (the signal by steps back, 0 = the last step, as in
+    :func:`gradmedic.recurrent_stats.memory_horizon`). With ``relative`` each line is divided by
+    its value at the last step, so lines of different models share the memory-horizon threshold
+    (:data:`gradmedic.recurrent_stats.HORIZON_FRACTION`, drawn dashed); a dotted vertical line in
+    each line's colour marks where it falls below it (its memory horizon), and the legend gives
+    the horizon against the sequence length.
+
+    Args:
+        runs: a History, several Histories (each layer's label is prefixed with the run's), or a
+            mapping from label to profile.
+        labels: one label per History (default: the model class); not used with a mapping.
+        step: the recorded step to draw (the closest row); ``None`` draws the median of the last
+            ``RECENT_ROWS`` rows.
+        relative: divide each line by its value at the last step.
+        path: if given, also save the picture there (``.png`` or ``.svg``).
+
+    Returns:
+        The figure; ``fig.axes[0]`` holds the lines.
+
+    Raises:
+        ConfigError: for ``labels`` of the wrong length or a bad ``path`` suffix.
+
+    Example:
+        >>> import numpy as np
+        >>> fig = through_time({"RNN": 0.6 ** np.arange(100), "LSTM": 0.97 ** np.arange(100)})
+        >>> ax = fig.axes[0]
+        >>> ax.get_yscale(), [ln.get_label() for ln in ax.get_lines() if ln.get_label()[0] != "_"][:2]
+        ('log', ['RNN: horizon 14 of 100 steps', 'LSTM: horizon 100 of 100 steps'])
+    """
+    _check_path(path)
+    from .recurrent_stats import HORIZON_FRACTION
+
+    profiles = _time_profiles(runs, labels, step)
+    fig, (ax,) = _figure(10.0, 5.5)
+    what = "relative to the last step" if relative else "norm"
+    ax.set_title(
+        f"Backprop signal through time: ||dLoss/dh_t|| {what}, against steps back from the last step",
+        fontsize=10,
+        loc="left",
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("steps back from the last step (0 = the last step; right = earlier inputs)")
+    ax.set_ylabel("signal / signal at the last step (log)" if relative else "||dLoss/dh_t|| (log)")
+    if not profiles:
+        ax.text(0.5, 0.5, "no time_signal recorded\n(only recurrent layers have it: nn.RNN, nn.LSTM, "
+                "nn.GRU and their cells)", transform=ax.transAxes, ha="center", va="center",
+                color="0.4")  # fmt: skip
+        return _finish(fig, path)
+    for k, (label, profile) in enumerate(profiles):
+        _time_signal_line(ax, label, profile, f"C{k % 10}", relative)
+    if relative:
+        ax.axhline(HORIZON_FRACTION, color="0.35", linestyle="--", linewidth=1,
+                   label=f"memory horizon threshold: {HORIZON_FRACTION:g} x the last step")  # fmt: skip
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    ax.set_xlim(left=-0.5)
+    _legend(ax)
+    return _finish(fig, path)
+
+
+def _time_profiles(
+    runs: History | Sequence[History] | Mapping[str, Sequence[float] | np.ndarray],
+    labels: Sequence[str] | None,
+    step: int | None,
+) -> list[tuple[str, np.ndarray]]:
+    """(label, profile by steps back) for every line to draw."""
+    from .recurrent_stats import median_profile
+
+    if isinstance(runs, Mapping):
+        return [(str(label), np.asarray(profile, dtype=np.float64)) for label, profile in runs.items()]
+    histories = [runs] if isinstance(runs, History) else list(runs)
+    names = _run_labels(histories, labels)
+    profiles = []
+    for name, history in zip(names, histories, strict=True):
+        for column in history.time_layers if "time_signal" in history.metrics else []:
+            steps, rows = history.time_rows(history.layers[column].name)
+            layer = _layer_label(history.layers[column])
+            label = layer if len(histories) == 1 else f"{name}: {layer}"
+            profiles.append((label, median_profile(rows[_pick_rows(steps, step)])))
+    return profiles
+
+
+def _time_signal_line(ax: Axes, label: str, profile: np.ndarray, color: str, relative: bool) -> None:
+    """One profile, its exact zeros on the bottom edge, and its memory horizon as a dotted line."""
+    from .recurrent_stats import memory_horizon, span
+
+    values = span(profile)
+    if len(values) == 0:
+        return
+    scale = values[0] if relative and values[0] > 0 else 1.0
+    y = values / scale
+    x = np.arange(len(values), dtype=float)
+    shown = np.isfinite(y) & (y > 0)
+    horizon = memory_horizon(values)
+    text = f"{label}: horizon {horizon} of {len(values)} steps"
+    ax.plot(x[shown], y[shown], color=color, linewidth=1.5, label=text)
+    _edge_marks(ax, x[np.isfinite(y) & (y == 0)], top=False, color=color)
+    if 0 < horizon < len(values):
+        ax.axvline(horizon, color=color, linestyle=":", linewidth=1.2)
+

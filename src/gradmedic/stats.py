@@ -210,3 +210,22 @@ def mean_std(values: Tensor) -> tuple[Tensor, Tensor]:
     mean = values.mean()
     centred = (values - mean).reshape(-1)
     return mean, (squared_norm(centred) / max(centred.numel(), 1)).sqrt()
+
+
+def underflow_counts(tensors: Sequence[Tensor], threshold: Tensor | float) -> tuple[Tensor, Tensor]:
+    """Per tensor, how many non-zero values are below ``threshold`` in magnitude, and how many are non-zero.
+
+    With ``threshold`` the smallest normal number of a low-precision dtype (float16: 6.1e-5),
+    the first count is the values that dtype holds only as subnormals (with fewer significant
+    bits) or flushes to zero. Exact zeros are left out of both counts: they come from dead units
+    or unused embedding rows, not from the dtype.
+
+    Example:
+        >>> tiny = torch.finfo(torch.float16).tiny
+        >>> under, nonzero = underflow_counts([torch.tensor([0.0, 1e-6, -1e-7, 1.0])], tiny)
+        >>> under.tolist(), nonzero.tolist()
+        ([2.0], [3.0])
+    """
+    under = [torch.count_nonzero((t.abs() < threshold) & (t != 0)) for t in tensors]
+    nonzero = [torch.count_nonzero(t) for t in tensors]
+    return torch.stack(under).double(), torch.stack(nonzero).double()

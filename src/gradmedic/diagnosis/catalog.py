@@ -159,3 +159,48 @@ def shallower(depth: int) -> Remedy:
         "the signal only reaches that many layers; the layers below it do not learn anyway",
         f"model = build_model(depth={depth})  # the same recipe with fewer blocks",
     )
+
+
+def loss_scaling() -> Remedy:
+    """Mixed precision: loss scaling, so small gradients stay in float16's range."""
+    return _remedy(
+        "precision",
+        "Loss scaling (torch.amp.GradScaler)",
+        "multiplies the loss, so every gradient, by a large factor (2**16 to start) during the "
+        "backward pass, lifting small gradients into float16's normal range; the step is unscaled",
+        "scaler = torch.amp.GradScaler()\n"
+        "scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()",
+    )
+
+
+def bfloat16() -> Remedy:
+    """Mixed precision: bfloat16, which has float32's exponent range."""
+    return _remedy(
+        "precision",
+        "bfloat16 instead of float16",
+        "bfloat16 keeps float32's exponent range (smallest normal 1.2e-38): gradients do not "
+        "underflow and no loss scaling is needed",
+        "with torch.autocast(device_type='cuda', dtype=torch.bfloat16): loss = loss_fn(model(x), y)",
+    )
+
+
+def forget_gate_bias(length: int | None = None) -> Remedy:
+    """6b. An open forget gate (LSTM) / update gate (GRU): bias 1, or chrono initialization."""
+    chrono = f", max_len={length}" if length else ", max_len=T"
+    return _remedy(
+        "recurrent",
+        "Forget-gate bias 1 (or chrono initialization)",
+        "the cell keeps a share sigmoid(bias) of its state, and of its gradient, per step: bias 1 "
+        "keeps 73 %, chrono biases log(U(1, T-1)) keep the state for up to T steps",
+        f"gradmedic.forget_gate_bias(model, 1.0)  # or value='chrono'{chrono}",
+    )
+
+
+def recurrent_init() -> Remedy:
+    """2d. Orthogonal (or identity) recurrent weights."""
+    return _remedy(
+        "init",
+        "Orthogonal (or identity) recurrent weights",
+        "an orthogonal W_hh keeps the norm of the signal at every step (identity + ReLU: the IRNN)",
+        "gradmedic.remedies.recurrent_weights(model, 'orthogonal')  # or 'identity' with nonlinearity='relu'",
+    )

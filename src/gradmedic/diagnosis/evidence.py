@@ -22,6 +22,7 @@ from torch import nn
 
 from ..history import History, NonFiniteEvent
 from ..profile import layer_profile
+from ..recurrent_stats import decay_per_step, median_profile, memory_horizon, reach, span
 from ..tracing import ACTIVATIONS, FollowingActivation
 
 NORM_TYPES = tuple(
@@ -33,6 +34,8 @@ _NN_CLASSES = [c for c in vars(nn).values() if isinstance(c, type) and issubclas
 NORM_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, NORM_TYPES)}
 RECURRENT_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, (nn.RNNBase, nn.RNNCellBase))}
 WEIGHT_NAMES = {"Linear", "Conv1d", "Conv2d", "Conv3d"}
+#: Class names of the gated recurrent layers (LSTM, GRU and their cells).
+GATED_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell))}
 #: Canonical activation name of each activation module class ("LeakyReLU" -> "leaky_relu").
 MODULE_ACTIVATION = {type(module).__name__: name for name, module in ACTIVATIONS.items()}
 
@@ -49,6 +52,8 @@ class LayerEvidence:
         dead: fraction of that activation's units zero for the whole batch (NaN: not applicable).
         gain: ``std(weight) * sqrt(fan_in)`` for Linear/Conv weights (NaN otherwise).
         update_ratio: median ``||dw|| / ||w||`` over the run (monitor only).
+        underflow: fraction of the non-zero weight-gradient values below the smallest normal of
+            the low-precision dtype, median of recent rows (mixed-precision runs only).
         weight: True for Linear/Conv layers (the ones a stack is made of).
     """
 
@@ -62,6 +67,58 @@ class LayerEvidence:
     gain: float = math.nan
     update_ratio: float = math.nan
     weight: bool = True
+    underflow: float = math.nan
+
+
+@dataclass
+class TimeEvidence:
+    """One recurrent layer's backprop signal through time (see :mod:`gradmedic.recurrent_stats`).
+
+    Attributes:
+        name: the layer's name; ``type``: its class name (``"RNN"``, ``"LSTMCell"``...).
+        profile: the signal by steps back (0 = the last step), median of recent rows.
+        length: time steps of the sequence (the profile may keep fewer, see ``MAX_TIME_STEPS``).
+        gate_mean: mean forget (LSTM) / update (GRU) gate activation (NaN: not gated).
+        gate_saturated: fraction of those gates in the sigmoid's flat tails.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = TimeEvidence("rnn", "RNN", 0.5 ** np.arange(100), 100)
+        >>> layer.horizon, round(layer.decay, 2), layer.gated
+        (10, 0.5, False)
+    """
+
+    name: str
+    type: str
+    profile: np.ndarray
+    length: int
+    gate_mean: float = math.nan
+    gate_saturated: float = math.nan
+
+    @property
+    def horizon(self) -> int:
+        """Steps back the signal stays at or above 1e-3 of its value at the last step."""
+        return memory_horizon(self.profile)
+
+    @property
+    def decay(self) -> float:
+        """Factor per step back of a geometric fit."""
+        return decay_per_step(self.profile)
+
+    @property
+    def reach(self) -> float:
+        """Signal at the first recorded step over the signal at the last step."""
+        return reach(self.profile)
+
+    @property
+    def steps(self) -> int:
+        """Number of steps the profile covers."""
+        return len(span(self.profile))
+
+    @property
+    def gated(self) -> bool:
+        """Whether the layer is an LSTM or a GRU (or one of their cells)."""
+        return self.type in GATED_NAMES or math.isfinite(self.gate_mean)
 
 
 @dataclass
@@ -81,6 +138,8 @@ class Evidence:
     saturation_trend: dict[str, tuple[float, float]] = field(default_factory=dict)
     dead_trend: dict[str, tuple[float, float]] = field(default_factory=dict)
     grad_norm_series: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    time: list[TimeEvidence] = field(default_factory=list)
+    low_precision: str | None = None
 
     def observed(self) -> list[LayerEvidence]:
         """Layers with a finite, positive backprop signal, in forward order."""
@@ -121,10 +180,12 @@ def evidence_from_history(
     signal = layer_profile(history, "signal_rms", last)
     weight_grad = layer_profile(history, "weight_grad_norm", last).values
     updates = layer_profile(history, "update_ratio", 10**9).values
+    underflow = layer_profile(history, "grad_underflow", last).values
     after = activations if activations is not None else _activation_modules(history, last)
     modules = dict(model.named_modules()) if model is not None else {}
     layers = []
-    for layer, value, grad, update in zip(signal.layers, signal.values, weight_grad, updates):
+    columns = zip(signal.layers, signal.values, weight_grad, updates, underflow)
+    for layer, value, grad, update, lost in columns:
         module = modules.get(layer.name)
         following = after.get(layer.name)
         layers.append(
@@ -135,6 +196,7 @@ def evidence_from_history(
                 dead=following.dead if following else math.nan,
                 gain=weight_gain(module) if module is not None else math.nan,
                 update_ratio=float(update),
+                underflow=float(lost),
                 weight=isinstance(module, WEIGHT_TYPES) if module is not None else layer.type in WEIGHT_NAMES,
             )
         )  # fmt: skip
@@ -145,14 +207,48 @@ def evidence_from_history(
         evidence.normalized = any(layer.type in NORM_NAMES for layer in history.layers)
         evidence.recurrent = [layer.name for layer in history.layers if layer.type in RECURRENT_NAMES]
     evidence.flush_denormal = flush_denormal_enabled()
+    evidence.low_precision = history.meta.get("low_precision")
     if "loss" in history.metrics:
         evidence.loss = history.array("loss")[1][:, 0]
     if "weight_grad_norm" in history.metrics:
         rows = history.array("weight_grad_norm")[1]
         evidence.grad_norm_series = np.sqrt(np.nansum(rows**2, axis=1))
+    evidence.time = time_evidence(history, last)
     evidence.saturation_trend = _trend(history, "act_saturated")
     evidence.dead_trend = _trend(history, "act_dead")
     return evidence
+
+
+def time_evidence(history: History, last: int = 20) -> list[TimeEvidence]:
+    """One :class:`TimeEvidence` per recurrent layer with a recorded time profile.
+
+    The profile is the median of the last ``last`` rows, cut to the length of the most recent
+    sequence (rows of longer sequences recorded earlier do not extend it).
+    """
+    if "time_signal" not in history.metrics:
+        return []
+    lengths = _recent(history, "time_length", 1)  # the most recent sequence sets the length
+    gates = _recent(history, "gate_mean", last)
+    saturated = _recent(history, "gate_saturated", last)
+    found = []
+    for column in history.time_layers:
+        layer = history.layers[column]
+        profile = median_profile(history.time_rows(layer.name)[1][-last:])
+        length = int(lengths[column]) if np.isfinite(lengths[column]) else len(span(profile))
+        profile = profile[:length]
+        if len(span(profile)):
+            found.append(TimeEvidence(layer.name, layer.type, profile, length,
+                                      float(gates[column]), float(saturated[column])))  # fmt: skip
+    return found
+
+
+def _recent(history: History, metric: str, last: int) -> np.ndarray:
+    """Per layer, the median of the last ``last`` rows of ``metric`` (NaN where none)."""
+    if metric not in history.metrics:
+        return np.full(len(history.layers), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # layers without the statistic: all NaN
+        return np.nanmedian(history.array(metric)[1][-last:], axis=0)
 
 
 def _add_structure(evidence: Evidence, model: nn.Module) -> None:

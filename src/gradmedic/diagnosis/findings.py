@@ -31,9 +31,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..history import History
 
 FORMAT = "gradmedic.report"
 VERSION = 1
@@ -57,7 +60,7 @@ class Remedy:
 
     Attributes:
         family: ``activation``, ``init``, ``normalization``, ``residual``, ``clipping``,
-            ``recurrent``, ``optimizer``, ``layernorm`` or ``shallower``.
+            ``recurrent``, ``optimizer``, ``layernorm``, ``shallower`` or ``precision``.
         name: short title, e.g. "He (Kaiming) initialization".
         why: one line: why it helps here.
         code: the PyTorch code a user would write.
@@ -213,6 +216,27 @@ class Report:
         from .render import render_markdown
 
         return render_markdown(self)
+
+    def save_html(self, path: str | Path, history: History | None = None) -> Path:
+        """Write the report as one self-contained HTML page (see :mod:`gradmedic.html_report`).
+
+        Args:
+            path: the file to write.
+            history: the recorded run, if any: adds the pictures over training.
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> import tempfile
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     path = Report([], 1.0, "checkup").save_html(Path(folder) / "report.html")
+            ...     path.suffix
+            '.html'
+        """
+        from ..html_report import save_html
+
+        return save_html(path, self, history)
 
     def __str__(self) -> str:
         return self.render()

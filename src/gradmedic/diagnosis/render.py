@@ -60,7 +60,8 @@ def finding_lines(finding: Finding) -> list[str]:
     lines = [f"[{finding.severity.label.upper()}] {finding.kind}"]
     if finding.layers:
         lines.append(f"  layers:   {layer_list(finding.layers)}")
-    lines += [f"  evidence: {finding.evidence}", f"  cause:    {finding.cause}", "  remedies:"]
+    lines += [f"  evidence: {finding.evidence}", f"  cause:    {finding.cause}"]
+    lines += ["  remedies:"] if finding.remedies else []  # an info finding may have none
     for rank, remedy in enumerate(finding.remedies, 1):
         auto = " [gradmedic.treat applies it]" if remedy.automatic else ""
         lines.append(f"    {rank}. {remedy.name}{auto}: {remedy.why}")
@@ -96,7 +97,8 @@ def render_markdown(report: Report) -> str:
         out += [f"## {f.severity.label}: `{f.kind}`", ""]
         if f.layers:
             out.append(f"- **layers**: {layer_list(f.layers)}")
-        out += [f"- **evidence**: {f.evidence}", f"- **cause**: {f.cause}", "", "Remedies:", ""]
+        out += [f"- **evidence**: {f.evidence}", f"- **cause**: {f.cause}", ""]
+        out += ["Remedies:", ""] if f.remedies else []
         for rank, r in enumerate(f.remedies, 1):
             auto = " *(applied by `gradmedic.treat`)*" if r.automatic else ""
             out += [f"{rank}. **{r.name}**{auto}: {r.why}", "", "   ```python", f"   {r.code}", "   ```", ""]

@@ -19,6 +19,29 @@ Thresholds, and why:
   1000x larger does not learn (the usual healthy ratio is around 1e-3).
 * Loss plateau: over at least 50 logged steps, the last tenth of the losses improves on the
   first tenth by less than 1 %.
+* Precision underflow: 5 % of a layer's non-zero weight-gradient values (as the backward pass
+  made them, i.e. loss-scaled) are below the smallest normal number of the low-precision dtype
+  (float16: 6.1e-5; bfloat16: 1.2e-38). Such a value keeps fewer than float16's 10 mantissa bits
+  (a subnormal at 1e-6 keeps 4, and its rounding error is up to 3 %) or becomes 0 below 6e-8, so
+  that share of the layer's update is noise or missing; 5 % is where the loss already shows as
+  a biased update, as the dead-unit and saturation rules count lost units. At 50 % (critical)
+  most of the layer's gradient is gone. GradScaler's default scale 2**16 lifts gradients down to
+  1e-9 back into the normal range, which is why loss scaling (or bfloat16's wider exponent) is
+  the remedy.
+* Through time (recurrent layers, :mod:`gradmedic.recurrent_stats`): ``vanishing_through_time``
+  when the signal at the first step of the sequence is below 1e-7 of the signal at the last
+  step. Not the depth rules' 1e-3: a recurrent layer shares its weights across steps, so its
+  weight gradient is the *sum* of every step's contribution, and a float32 sum keeps a term down
+  to about its 7th significant digit (eps 1.2e-7); above that, Adam's per-weight normalization
+  turns even a small but consistent share into steady updates. Measured: LSTM and GRU layers with
+  forget-gate bias 1 over 50 steps, which learn the adding problem, keep 1e-5..1e-4 at the first
+  step; a vanilla tanh ``nn.RNN`` with PyTorch's default init keeps 1e-26 over 100 steps.
+  Critical when the memory horizon (the steps back above 1e-3 of the last step's signal) covers
+  less than a quarter of the sequence, or the signal underflows to 0: three quarters of the
+  inputs then teach the layer nothing. ``exploding_through_time`` when the signal somewhere
+  before the last step exceeds 1e3 times its value at the last step (as the depth rule), critical
+  at 1e6: the oldest steps then dominate each update of the shared weights. Every recurrent layer
+  without either finding gets an info finding, ``memory_horizon``, with its horizon in numbers.
 
 Example:
     >>> from gradmedic.diagnosis.evidence import Evidence, LayerEvidence
@@ -35,8 +58,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..recurrent_stats import HORIZON_FRACTION, span
 from . import catalog
-from .evidence import Evidence, LayerEvidence
+from .evidence import Evidence, LayerEvidence, TimeEvidence
 from .findings import Finding, Remedy, Severity
 
 VANISH_WARNING, VANISH_CRITICAL = 1e-3, 1e-6
@@ -48,6 +72,10 @@ MIN_DEAD_BATCH = 8
 STALLED_ABSOLUTE, STALLED_RELATIVE = 1e-6, 1e-3
 PLATEAU_STEPS, PLATEAU_GAIN = 50, 0.01
 SUBNORMAL_WARNING = 0.01
+TIME_VANISH_WARNING, TIME_CRITICAL_SHARE = 1e-7, 0.25
+TIME_EXPLODE_WARNING, TIME_EXPLODE_CRITICAL = 1e3, 1e6
+_HORIZON = f"1e{round(math.log10(HORIZON_FRACTION))}"  # "1e-3"
+UNDERFLOW_WARNING, UNDERFLOW_CRITICAL = 0.05, 0.5
 
 SATURATING = {"sigmoid", "tanh", "hardtanh", "softsign", "hardsigmoid", "logsigmoid"}
 RELU_FAMILY = {"relu", "leaky_relu", "prelu", "rrelu", "relu6"}
@@ -397,6 +425,41 @@ def rule_denormal(evidence: Evidence) -> list[Finding]:
                     {"subnormal_fraction": evidence.subnormal_fraction})]  # fmt: skip
 
 
+def rule_precision_underflow(evidence: Evidence) -> list[Finding]:
+    """Gradient values too small for the low-precision dtype of a mixed-precision run.
+
+    Example:
+        >>> from gradmedic.diagnosis.evidence import Evidence, LayerEvidence
+        >>> layers = [LayerEvidence("0", "Linear", underflow=0.6), LayerEvidence("1", "Linear")]
+        >>> found = rule_precision_underflow(Evidence(layers, low_precision="float16"))
+        >>> [(f.kind, f.severity.label, f.layers) for f in found]
+        [('precision_underflow', 'critical', ['0'])]
+    """
+    hit = [layer for layer in evidence.layers if layer.underflow >= UNDERFLOW_WARNING]  # NaN: not measured
+    if not hit:
+        return []
+    worst = max(hit, key=lambda layer: layer.underflow)
+    severity = Severity.CRITICAL if worst.underflow >= UNDERFLOW_CRITICAL else Severity.WARNING
+    dtype = evidence.low_precision or "float16"
+    tiny = 1.2e-38 if dtype == "bfloat16" else 6.1e-5
+    text = (
+        f"in {len(hit)} layer(s), {UNDERFLOW_WARNING:.0%} or more of the non-zero gradient values are "
+        f"below {dtype}'s smallest normal number ({tiny:.1e}), where they lose precision or become 0; "
+        f"worst: layer {worst.name!r}, {worst.underflow:.0%}"
+    )
+    if dtype == "bfloat16":  # float32's exponent range: the gradient itself has vanished
+        cause = "the gradient itself has vanished below 1e-38 (bfloat16 has float32's range)"
+        remedies = _vanishing_cause(evidence)[1]
+    else:
+        cause = (
+            f"the gradients are smaller than {dtype} can hold: without loss scaling (or with a scale "
+            "too small) the backward pass rounds them to subnormals or to zero"
+        )
+        remedies = [catalog.loss_scaling(), catalog.bfloat16()]
+    return [Finding("precision_underflow", severity, [layer.name for layer in hit], text, cause,
+                    remedies, {"worst": worst.underflow})]  # fmt: skip
+
+
 def rule_plateau(evidence: Evidence) -> list[Finding]:
     """The loss stopped improving early (needs a monitored run)."""
     loss = evidence.loss[np.isfinite(evidence.loss)]
@@ -414,9 +477,103 @@ def rule_plateau(evidence: Evidence) -> list[Finding]:
                     {"early": early, "late": late})]  # fmt: skip
 
 
+def rule_through_time(evidence: Evidence) -> list[Finding]:
+    """Per recurrent layer: the backprop signal through time vanishes or explodes; else an info
+    finding that says how far back it reaches (the memory horizon).
+
+    Example:
+        >>> import numpy as np
+        >>> from gradmedic.diagnosis.evidence import TimeEvidence
+        >>> rnn = TimeEvidence("rnn", "RNN", 0.85 ** np.arange(150), 150)
+        >>> finding = rule_through_time(Evidence([], time=[rnn]))[0]
+        >>> finding.kind, finding.severity.label
+        ('vanishing_through_time', 'warning')
+        >>> for part in finding.evidence.split("; "):
+        ...     print(part)
+        the signal falls x0.85 per step
+        after 43 steps it is below 1e-3 of its value at the last step
+        the sequence has 150 steps
+        at the first step it is 3.0e-11 of it
+    """
+    return [finding for layer in evidence.time for finding in _through_time(layer)]
+
+
+def _through_time(layer: TimeEvidence) -> list[Finding]:
+    values = span(layer.profile)
+    if len(values) < 2 or not values[0] > 0:
+        return []
+    ratio, peak = float(values[-1] / values[0]), float(np.nanmax(values) / values[0])
+    numbers = {"horizon": float(layer.horizon), "length": float(layer.length), "decay": layer.decay,
+               "reach": ratio, "gate_mean": layer.gate_mean,
+               "gate_saturated": layer.gate_saturated}  # fmt: skip
+    sequence = f"the sequence has {layer.length} steps" + (
+        f" (the last {layer.steps} recorded)" if layer.steps < layer.length else ""
+    )
+    if peak > TIME_EXPLODE_WARNING:
+        return [_exploding_through_time(layer, peak, sequence, numbers)]
+    if ratio < TIME_VANISH_WARNING:
+        return [_vanishing_through_time(layer, ratio, sequence, numbers)]
+    text = (
+        f"the signal stays above {_HORIZON} of its value at the last step for {layer.horizon} "
+        f"steps back; {sequence}; at the first step it is {_fmt(ratio)} of it (x{layer.decay:.2f} per step)"
+    )
+    cause = "how far back a loss at the end of the sequence still teaches the layer (its memory horizon)"
+    return [Finding("memory_horizon", Severity.INFO, [layer.name], text, cause, [], numbers)]
+
+
+def _vanishing_through_time(layer: TimeEvidence, ratio: float, sequence: str,
+                            numbers: dict[str, float]) -> Finding:  # fmt: skip
+    text = (
+        f"the signal falls x{layer.decay:.2f} per step; after {layer.horizon} steps it is below "
+        f"{_HORIZON} of its value at the last step; {sequence}; at the first step it is "
+        f"{_fmt(ratio)} of it"
+    )
+    if layer.gated:
+        gate = "update" if layer.type.startswith("GRU") else "forget"
+        cause = (
+            f"the {gate} gates average {layer.gate_mean:.2f} ({layer.gate_saturated:.0%} saturated): "
+            f"each step keeps about that share of the state, and of its gradient, too little for "
+            f"{layer.length} steps"
+            if math.isfinite(layer.gate_mean)
+            else f"the {gate} gates let the state, and its gradient, fade at every step"
+        )
+        first = catalog.forget_gate_bias(layer.length)
+    else:
+        cause = (
+            "a vanilla RNN multiplies the gradient by the recurrent weights and the activation's slope "
+            f"at every step; their product is below 1 (x{layer.decay:.2f}), so it shrinks geometrically"
+        )
+        first = catalog.gated_recurrent()
+    remedies = [first, catalog.recurrent_init(), catalog.clipping(), catalog.layer_norm(),
+                catalog.adaptive_optimizer()]  # fmt: skip
+    critical = ratio == 0 or layer.horizon < TIME_CRITICAL_SHARE * min(layer.length, layer.steps)
+    severity = Severity.CRITICAL if critical else Severity.WARNING
+    return Finding("vanishing_through_time", severity, [layer.name], text, cause, remedies, numbers)
+
+
+def _exploding_through_time(layer: TimeEvidence, peak: float, sequence: str,
+                            numbers: dict[str, float]) -> Finding:  # fmt: skip
+    text = (
+        f"the signal grows x{layer.decay:.2f} per step back and reaches {_fmt(peak)} times its value "
+        f"at the last step; {sequence}"
+    )
+    cause = (
+        "the recurrent weights amplify the signal at every step (their largest singular value times "
+        "the activation's slope is above 1): the oldest steps dominate each update of the shared weights"
+    )
+    remedies = [catalog.clipping(), catalog.recurrent_init(), catalog.lower_learning_rate(),
+                catalog.layer_norm()]  # fmt: skip
+    if not layer.gated:
+        remedies.append(catalog.gated_recurrent())
+    severity = Severity.CRITICAL if peak > TIME_EXPLODE_CRITICAL else Severity.WARNING
+    return Finding("exploding_through_time", severity, [layer.name], text, cause, remedies,
+                   {**numbers, "peak": peak})  # fmt: skip
+
+
 RULES: list[Callable[[Evidence], list[Finding]]] = [
     rule_non_finite, rule_vanishing, rule_exploding, rule_saturation, rule_dead_units,
-    rule_init_mismatch, rule_stalled, rule_denormal, rule_plateau,
+    rule_init_mismatch, rule_stalled, rule_denormal, rule_plateau, rule_precision_underflow,
+    rule_through_time,
 ]  # fmt: skip
 STRUCTURAL_RULES: list[Callable[[Evidence, list[Finding]], list[Finding]]] = [
     rule_missing_normalization, rule_too_deep,
@@ -434,8 +591,9 @@ def health_score(evidence: Evidence) -> float:
     """A score in [0, 1] meant to predict whether the model trains as it is.
 
     It multiplies one factor per symptom: the signal ratio on a log scale (1 within 1e-2..1e2,
-    0 beyond 1e-8 or 1e8), the worst saturated fraction, the worst dead fraction, and 0 for
-    non-finite values.
+    0 beyond 1e-8 or 1e8), the worst saturated fraction, the worst dead fraction, the worst
+    recurrent layer's signal through time (1 while its first step keeps at least 1e-7 of the last
+    step's signal and no step exceeds 1e3 times it; 0 at 1e-14 or 1e6), and 0 for non-finite values.
     """
     if evidence.non_finite:
         return 0.0
@@ -446,4 +604,18 @@ def health_score(evidence: Evidence) -> float:
     dead = [layer.dead for layer in evidence.layers if math.isfinite(layer.dead)]
     score *= 1 - 0.9 * max(saturated, default=0.0)
     score *= 1 - max(dead, default=0.0)
+    score *= min((_time_factor(layer) for layer in evidence.time), default=1.0)
     return float(score)
+
+
+def _time_factor(layer: TimeEvidence) -> float:
+    """1 for a healthy signal through time, falling on a log scale to 0 (see :func:`health_score`)."""
+    values = span(layer.profile)
+    if len(values) < 2 or not values[0] > 0:
+        return 1.0
+    ratio, peak = values[-1] / values[0], np.nanmax(values) / values[0]
+    below = -math.log10(ratio) if ratio > 0 else 99.0
+    above = math.log10(peak) if math.isfinite(peak) else 99.0
+    vanish = (14 - below) / 7  # 1 at the warning (1e-7), 0 at 1e-14
+    explode = (6 - above) / 3  # 1 at the warning (1e3), 0 at the critical 1e6
+    return float(min(max(min(vanish, explode), 0.0), 1.0))

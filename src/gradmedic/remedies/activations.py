@@ -57,16 +57,24 @@ def swap_activations(
     make = activation_factory(new)
     before = following_activations(model, data)
     changes = []
-    for name, module in list(model.named_modules()):
+    # remove_duplicate=False: an activation module used at several places is replaced at each
+    for name, module in list(model.named_modules(remove_duplicate=False)):
         if isinstance(module, old) and isinstance(module, ACTIVATION_TYPES):
             replacement = make()
-            if type(replacement) is not type(module):
+            if not name:
+                changes.append(Change("activation", name, "the model itself is the activation", skipped=True))
+            elif type(replacement) is not type(module):
                 set_submodule(model, name, replacement)
                 changes.append(
                     Change("activation", name, f"{type(module).__name__} -> {type(replacement).__name__}")
                 )
+            else:
+                changes.append(Change("activation", name, f"already {type(module).__name__}", skipped=True))
     if data is not None:
         changes += _functional_skips(model, before, old)
+    if not changes:
+        wanted = ", ".join(cls.__name__ for cls in old)
+        changes.append(Change("activation", "", f"no {wanted} module to replace", skipped=True))
     if reinit_changed and any(not c.skipped for c in changes):
         changes += _reinit_changed(model, data, before)
     return changes

@@ -56,7 +56,10 @@ def group_changes(changes: list[Change]) -> list[str]:
     for (family, action, skipped), layers in groups.items():
         verb = "skipped" if skipped else "changed"
         named = [repr(layer) for layer in layers if layer]
-        where = named[0] if len(named) == 1 else f"{len(named)} layers ({_shorten(named)})" if named else "(model)"
+        if len(named) > 1:
+            where = f"{len(named)} layers ({_shorten(named)})"
+        else:
+            where = named[0] if named else "(model)"
         lines.append(f"{family:<13} {verb:<8} {where}: {action}")
     return lines
 

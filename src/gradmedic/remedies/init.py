@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..layers import find_layers
+from ..layers import ACTIVATION_TYPES, find_layers
 from ..tracing import following_activations
 from .changes import Change
 
@@ -59,10 +58,11 @@ def auto_scheme(activation: str | None, deep: bool) -> str:
     return "xavier_uniform"
 
 
-def init_weight(weight: Tensor, scheme: str, activation: str | None) -> None:
-    """Initialise ``weight`` in place with ``scheme`` and the gain of ``activation``."""
+def init_weight(weight: Tensor, scheme: str, activation: str | None, slope: float = 0.01) -> None:
+    """Initialise ``weight`` in place with ``scheme`` and the gain of ``activation`` (``slope``:
+    the negative slope of a following LeakyReLU)."""
     nl = nonlinearity(activation)
-    slope = 0.01 if nl == "leaky_relu" else 0.0
+    slope = slope if nl == "leaky_relu" else 0.0
     gain = nn.init.calculate_gain(nl, slope if nl == "leaky_relu" else None)
     initializers: dict[str, Callable[[], Any]] = {
         "xavier_uniform": lambda: nn.init.xavier_uniform_(weight, gain=gain),
@@ -71,7 +71,7 @@ def init_weight(weight: Tensor, scheme: str, activation: str | None) -> None:
         "kaiming_normal": lambda: nn.init.kaiming_normal_(weight, a=slope, nonlinearity=nl),
         "lecun": lambda: nn.init.kaiming_normal_(weight, nonlinearity="linear"),
         # gain 1 for saturating stacks: 5/3 over 100 tanh layers grows the signal 1000x
-        "orthogonal": lambda: nn.init.orthogonal_(weight, gain=math.sqrt(2) if nl == "relu" else 1.0),
+        "orthogonal": lambda: nn.init.orthogonal_(weight, gain=gain if nl in ("relu", "leaky_relu") else 1.0),
     }
     with torch.no_grad():
         initializers[scheme]()
@@ -115,8 +115,10 @@ def reinit(
         if layer.kind == "param" and (layers is None or layer.name in layers)
     ]
     deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
+    slopes = _leaky_slopes(model)
     changes = [
-        _reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias) for name in chosen
+        _reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias, slopes.get(name, 0.01))
+        for name in chosen
     ]
     if scheme == "lsuv":
         from .lsuv import rescale_to_unit_variance
@@ -125,8 +127,29 @@ def reinit(
     return changes
 
 
+def _leaky_slopes(model: nn.Module) -> dict[str, float]:
+    """``negative_slope`` of the LeakyReLU module after each layer (definition order); a
+    functional ``F.leaky_relu`` keeps the default 0.01."""
+    slopes: dict[str, float] = {}
+    owner = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.LeakyReLU) and owner is not None:
+            slopes[owner] = module.negative_slope
+        if isinstance(module, ACTIVATION_TYPES):
+            owner = None
+        elif any(True for _ in module.parameters(recurse=False)):
+            owner = name
+    return slopes
+
+
 def _reinit_layer(
-    name: str, module: nn.Module, scheme: str, activation: str | None, deep: bool, zero_bias: bool
+    name: str,
+    module: nn.Module,
+    scheme: str,
+    activation: str | None,
+    deep: bool,
+    zero_bias: bool,
+    slope: float = 0.01,
 ) -> Change:
     if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         from .recurrent import init_recurrent
@@ -139,7 +162,7 @@ def _reinit_layer(
             "init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
         )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
-    init_weight(module.weight, used, activation)
+    init_weight(module.weight, used, activation, slope)
     if zero_bias and module.bias is not None:
         with torch.no_grad():
             module.bias.zero_()

@@ -70,8 +70,8 @@ def add_normalization(model: nn.Module, kind: str = "batch") -> list[Change]:
             )
             changes.append(Change("normalization", name, reason, skipped=True))
             continue
-        norm.to(next(module.parameters()).device)
-        set_submodule(model, name, nn.Sequential(module, norm))
+        norm.to(next(module.parameters()))  # the device and dtype of the layer
+        set_submodule(model, name, nn.Sequential(module, norm).train(module.training))
         changes.append(
             Change(
                 "normalization",
@@ -79,6 +79,8 @@ def add_normalization(model: nn.Module, kind: str = "batch") -> list[Change]:
                 f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}",
             )
         )
+    if layers:
+        changes.append(Change("normalization", layers[-1], "the output layer keeps its scale", skipped=True))
     return changes
 
 

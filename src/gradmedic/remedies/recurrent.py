@@ -27,6 +27,7 @@ from .changes import Change, set_submodule
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 #: Index of the gate that keeps the state: LSTM forget gate, GRU update gate.
 MEMORY_GATE = {"LSTM": 1, "GRU": 1}
+ROOT_SKIP = "the model itself is an RNN and cannot replace itself: put it in a module, or build an LSTM/GRU"
 
 
 class GatedRecurrent(nn.Module):
@@ -63,20 +64,27 @@ def swap_recurrent(model: nn.Module, to: str = "lstm") -> list[Change]:
         raise ConfigError(f"to={to!r}: choose 'lstm' or 'gru'")
     changes = []
     for name, module in list(model.named_modules()):
-        if type(module) is nn.RNN:
+        if not name and type(module) in (nn.RNN, nn.RNNCell):
+            changes.append(Change("recurrent", name, ROOT_SKIP, skipped=True))
+        elif type(module) is nn.RNN:
             new: nn.Module = GatedRecurrent("lstm", module) if to == "lstm" else _gru_like(module)
             _init_new(new)
-            set_submodule(model, name, new.to(next(module.parameters()).device))
+            set_submodule(model, name, _like(new, module))
             changes.append(Change("recurrent", name, f"RNN -> {to.upper()} (same inputs and outputs)"))
         elif type(module) is nn.RNNCell:
             cell = nn.GRUCell(module.input_size, module.hidden_size, bias=module.bias)
             _init_new(cell)
-            set_submodule(model, name, cell.to(next(module.parameters()).device))
+            set_submodule(model, name, _like(cell, module))
             note = " (an LSTMCell would lose its cell state in your loop)" if to == "lstm" else ""
             changes.append(Change("recurrent", name, f"RNNCell -> GRUCell{note}"))
     if not changes:
         changes.append(Change("recurrent", "", "no nn.RNN or nn.RNNCell to replace", skipped=True))
     return changes
+
+
+def _like(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` on the device, in the dtype and in the train/eval mode of ``old``."""
+    return new.to(next(old.parameters())).train(old.training)
 
 
 def _gru_like(rnn: nn.RNN) -> nn.GRU:
@@ -151,6 +159,8 @@ def forget_gate_bias(model: nn.Module, value: float | str = 1.0, max_len: int | 
             changes.append(
                 Change("recurrent", name, f"{'forget' if mode == 'LSTM' else 'update'}-gate bias {value}")
             )
+    if not changes:
+        changes.append(Change("recurrent", "", "no LSTM or GRU: no gate bias to set", skipped=True))
     return changes
 
 
@@ -160,16 +170,19 @@ def _chrono(module: nn.RNNBase | nn.RNNCellBase, mode: str, max_len: int) -> Non
 
     values = draw(module.hidden_size)
     _set_memory_bias(module, lambda size: values[:size])
-    if mode == "LSTM":
+    if mode == "LSTM":  # the input gate's total bias (bias_ih + bias_hh) is minus the forget gate's
         for _, bias in _weights(module, "bias_ih"):
             bias.chunk(4, 0)[0].copy_(-values[: bias.numel() // 4])
+        for _, bias in _weights(module, "bias_hh"):
+            bias.chunk(4, 0)[0].zero_()
 
 
 @torch.no_grad()
 def recurrent_weights(model: nn.Module, scheme: str = "orthogonal") -> list[Change]:
     """Re-initialise every recurrent layer: orthogonal (or identity) recurrent weights per gate."""
-    return [
+    changes = [
         init_recurrent(n, m, scheme)
         for n, m in model.named_modules()
         if isinstance(m, (nn.RNNBase, nn.RNNCellBase))
     ]
+    return changes or [Change("init", "", "no recurrent layer to re-initialise", skipped=True)]

@@ -33,7 +33,8 @@ class Residual(nn.Module):
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
-        self.alpha = nn.Parameter(torch.zeros(()))
+        like = next(block.parameters(), torch.zeros(()))  # alpha on the block's device, in its dtype
+        self.alpha = nn.Parameter(torch.zeros((), dtype=like.dtype, device=like.device))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.alpha * self.block(x)
@@ -47,8 +48,9 @@ def add_residual(model: nn.Module, data: Any = None) -> list[Change]:
     """
     shapes = _block_shapes(model, data) if data is not None else {}
     changes: list[Change] = []
+    wrapped = {id(m.block) for m in model.modules() if isinstance(m, Residual)}  # not twice
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Sequential) and not isinstance(module, Residual):
+        if isinstance(module, nn.Sequential) and id(module) not in wrapped:
             changes += _wrap_blocks(name, module, shapes)
     if not changes:
         changes.append(Change("residual", "", "no nn.Sequential of shape-preserving blocks", skipped=True))
@@ -76,7 +78,7 @@ def _wrap_blocks(prefix: str, sequential: nn.Sequential, shapes: dict[str, bool]
         first_name = f"{prefix}.{block[0]}" if prefix else str(block[0])
         keeps = shapes.get(first_name, _keeps_shape_by_size(parts[0]))
         if isinstance(parts[0], WEIGHT_LAYERS) and keeps:
-            new_children.append(Residual(nn.Sequential(*parts)))
+            new_children.append(Residual(nn.Sequential(*parts)).train(parts[0].training))
             label = "+".join(type(p).__name__ for p in parts)
             changes.append(Change("residual", first_name, f"{label} -> x + alpha * ({label}), alpha = 0"))
         else:

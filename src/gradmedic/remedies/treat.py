@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 
 from ..diagnosis.checkup import LossFn, call_model, checkup, compute_loss
 from ..diagnosis.findings import Report, Severity
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
@@ -85,6 +86,23 @@ class Treatment:
             "changes:",
         ]  # fmt: skip
         return "\n".join([*lines, *(f"  {line}" for line in group_changes(self.changes))])
+
+    def save_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write before/after as one self-contained HTML page (see :mod:`gradmedic.html_report`).
+
+        Example:
+            >>> import tempfile, torch
+            >>> from torch import nn
+            >>> model = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2))
+            >>> treatment = treat(model, torch.randn(16, 4), suggest_lr=False)
+            >>> with tempfile.TemporaryDirectory() as folder:
+            ...     path = treatment.save_html(Path(folder) / "treatment.html")
+            ...     "After treatment" in path.read_text(encoding="utf-8")
+            True
+        """
+        from ..html_report import save_treatment_html
+
+        return save_treatment_html(path, self, title)
 
 
 def treat(
@@ -147,12 +165,19 @@ def _allowed(allow: list[str] | None) -> tuple[str, ...]:
 
 
 def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> str | None:
-    """The least invasive allowed family, not tried yet, that a serious finding recommends."""
+    """The least invasive allowed family, not tried yet, that a serious finding recommends.
+
+    Vanishing through time is the exception: the recurrent family (gated units, forget-gate bias
+    1) goes first. Orthogonal recurrent weights restore a vanilla RNN's signal only at the start;
+    it fades again as training grows the states (measured: an orthogonal tanh ``nn.RNN`` whose
+    checkup reaches all 100 steps stays at the adding problem's 0.167 baseline over 3000 Adam
+    steps, while the LSTM with forget-gate bias 1 solves it).
+    """
     if report.healthy:
         return None
     wanted = {r.family for f in report.findings if f.severity >= Severity.WARNING for r in f.remedies}
-    if "vanishing_through_time" in report.kinds:
-        wanted.add("recurrent")
+    if "vanishing_through_time" in report.kinds and "recurrent" in allowed and "recurrent" not in tried:
+        return "recurrent"
     return next((family for family in allowed if family in wanted and family not in tried), None)
 
 
@@ -168,7 +193,13 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
     state.changes += [c for c in changes if c.skipped]
     if not made:
         return
-    if output_shapes(state.model, inputs) != shapes:
+    try:
+        new_shapes = output_shapes(state.model, inputs)
+    except ModelError as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
+        _restore(state.model, backup)
+        state.changes.append(Change(family, "", f"undone: the model no longer runs ({error})", skipped=True))
+        return
+    if new_shapes != shapes:
         _restore(state.model, backup)
         state.changes.append(Change(family, "", "undone: it changed the output shapes", skipped=True))
         return

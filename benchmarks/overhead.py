@@ -1,0 +1,522 @@
+"""Overhead of gradient monitors on CPU training steps, measured as ratios in one run.
+
+Each workload (a model, an optimizer, one fixed batch, a loss) is trained plainly and under
+each monitoring configuration, A/B interleaved. Every configuration gets its own replica of
+the workload (same seed, same weights, same batch). A block attaches every configuration to
+its replica, runs ``--warmup`` untimed steps, then ``--steps`` timed steps round-robin: step k
+of every configuration, in an order that rotates, before step k+1 of any. A burst of load from
+other processes therefore slows every configuration of the block alike. Each configuration's
+time in a block is divided by the plain loop's time in the same block; the table shows, per
+workload, the median plain step time and, per configuration, the median ratio over the
+blocks with its interquartile range.
+
+Not timed: resetting the replica, attaching, the warm-up steps, detaching (torchmortem runs its
+analysis there). Timed: the steps and the work a monitor still owes for them at the end of the
+block (gradmedic's final ``flush()``, which copies pending values to the host). After every
+block the benchmark checks that each monitor really recorded data, so a ratio near 1 cannot
+come from a monitor that did nothing.
+
+Run ``python benchmarks/overhead.py --help`` for the options; see ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import gradmedic
+from gradmedic.monitor import ALL_STATS
+
+SEED = 0
+THREADS = 2  # intra-op threads: the default of --threads
+
+# -- workloads ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """A model, its optimizer, one fixed batch and a loss; resettable to its initial state."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    inputs: Tensor
+    targets: Tensor
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
+    _initial: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._initial = {
+            "model": {k: v.clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def reset(self) -> None:
+        """Initial weights, optimizer state and random seed (dropout draws the same masks)."""
+        self.model.load_state_dict(self._initial["model"])
+        self.optimizer.load_state_dict(self._initial["optimizer"])
+        torch.manual_seed(SEED)
+
+
+def _batch(*shape: int, classes: int = 10) -> tuple[Tensor, Tensor]:
+    return torch.randn(*shape), torch.randint(0, classes, (shape[0],))
+
+
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def build_mlp() -> Workload:
+    """20 Linear+Tanh blocks of width 256 on a 784-feature batch of 256, 10 classes."""
+    torch.manual_seed(SEED)
+    blocks: list[nn.Module] = []
+    for i in range(20):
+        blocks += [nn.Linear(784 if i == 0 else 256, 256), nn.Tanh()]
+    model = nn.Sequential(*blocks, nn.Linear(256, 10))
+    inputs, targets = _batch(256, 784)
+    return Workload("mlp", model, _sgd(model), inputs, targets)
+
+
+def build_cnn() -> Workload:
+    """3 Conv2d-BatchNorm2d-ReLU blocks of 32 channels on 16x16 images, batch 64."""
+    torch.manual_seed(SEED)
+    blocks: list[nn.Module] = []
+    for i in range(3):
+        blocks += [nn.Conv2d(1 if i == 0 else 32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()]
+    model = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    inputs, targets = _batch(64, 1, 16, 16)
+    return Workload("cnn", model, _sgd(model), inputs, targets)
+
+
+class LastStepLSTM(nn.Module):
+    """An LSTM whose last time step feeds a linear classifier."""
+
+    def __init__(self, features: int = 16, hidden: int = 128, classes: int = 10) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def build_lstm() -> Workload:
+    """An LSTM (input 16, hidden 128) over 100 steps, batch 32, head on the last step."""
+    torch.manual_seed(SEED)
+    model = LastStepLSTM()
+    inputs, targets = _batch(32, 100, 16)
+    return Workload("lstm", model, _sgd(model), inputs, targets)
+
+
+class PooledEncoder(nn.Module):
+    """A TransformerEncoder whose mean-pooled output feeds a linear classifier."""
+
+    def __init__(self, d_model: int = 128, layers: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=256, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+def build_transformer() -> Workload:
+    """A 4-layer TransformerEncoder (d_model 128, 4 heads, ff 256) on seq 64, batch 16."""
+    torch.manual_seed(SEED)
+    model = PooledEncoder()
+    inputs, targets = _batch(16, 64, 128)
+    return Workload("transformer", model, _sgd(model), inputs, targets)
+
+
+WORKLOADS: dict[str, Callable[[], Workload]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "lstm": build_lstm,
+    "transformer": build_transformer,
+}
+
+# -- configurations ----------------------------------------------------------------------------
+
+
+class Session(Protocol):
+    """One configuration attached to its replica of a workload for one block."""
+
+    def after_backward(self, loss: Tensor) -> None:
+        """Called after ``loss.backward()``, before ``optimizer.step()``."""
+
+    def after_step(self, loss: Tensor) -> None:
+        """Called after ``optimizer.step()``."""
+
+    def sync(self) -> None:
+        """Finish the work still owed for the steps run (timed)."""
+
+    def close(self) -> dict[str, int]:
+        """Detach (not timed); return how many rows of each key quantity were recorded."""
+
+
+class Plain:
+    """No monitor: the baseline."""
+
+    def after_backward(self, loss: Tensor) -> None:
+        pass
+
+    def after_step(self, loss: Tensor) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> dict[str, int]:
+        return {}
+
+
+class GradmedicSession(Plain):
+    """``gradmedic.watch(model, optimizer, **options)``, ``monitor.step(loss)`` after backward."""
+
+    def __init__(self, workload: Workload, options: dict[str, Any]) -> None:
+        self.monitor = gradmedic.watch(workload.model, workload.optimizer, **options)
+
+    def after_backward(self, loss: Tensor) -> None:
+        self.monitor.step(loss)
+
+    def sync(self) -> None:
+        self.monitor.flush()
+
+    def close(self) -> dict[str, int]:
+        self.monitor.detach()
+        history = self.monitor.history
+        return {metric: _finite_rows(history.array(metric)[1]) for metric in history.metrics}
+
+
+def _finite_rows(values: np.ndarray) -> int:
+    """Rows with at least one finite value."""
+    return int(np.isfinite(values).any(axis=1).sum()) if values.size else 0
+
+
+def grad_norms(model: nn.Module) -> dict[str, float]:
+    """Per-parameter L2 gradient norms and their total, as Python floats (Lightning's grad_norm)."""
+    norms = {name: p.grad.norm(2).item() for name, p in model.named_parameters() if p.grad is not None}
+    norms["total"] = math.sqrt(sum(value * value for value in norms.values()))
+    return norms
+
+
+class GradNormSession(Plain):
+    """A hand-written loop logging every parameter's gradient norm and the total, every step."""
+
+    def __init__(self, workload: Workload) -> None:
+        self.model = workload.model
+        self.logged: list[dict[str, float]] = []
+
+    def after_backward(self, loss: Tensor) -> None:
+        self.logged.append(grad_norms(self.model))
+
+    def close(self) -> dict[str, int]:
+        finite = [row for row in self.logged if len(row) > 1 and math.isfinite(row["total"])]
+        return {"grad_norm": len(finite)}
+
+
+class TorchmortemSession(Plain):
+    """torchmortem's ``Autopsy`` used as its README shows: ``autopsy.step(loss=loss.item())``."""
+
+    def __init__(self, workload: Workload, preset: str) -> None:
+        module = importlib.import_module("torchmortem")
+        self.autopsy = module.Autopsy(workload.model, optimizer=workload.optimizer, sampling=preset)
+        self.autopsy.attach()
+
+    def after_step(self, loss: Tensor) -> None:
+        self.autopsy.step(loss=loss.item())
+
+    def close(self) -> dict[str, int]:
+        self.autopsy.detach()  # also runs torchmortem's analysis: not part of the per-step cost
+        states = self.autopsy.get_report().collector_states
+        return {name: len(state.steps) for name, state in states.items()}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A named way of training: how to open a session, and what it must have recorded."""
+
+    name: str
+    open: Callable[[Workload], Session]
+    required: tuple[str, ...] = ()
+
+
+def _gradmedic(name: str, options: dict[str, Any], required: tuple[str, ...]) -> Config:
+    return Config(name, lambda w: GradmedicSession(w, options), required)
+
+
+def _torchmortem(preset: str) -> Config:
+    return Config(f"torchmortem {preset}", lambda w: TorchmortemSession(w, preset), ("gradient",))
+
+
+def torchmortem_available() -> bool:
+    """Whether the optional ``torchmortem`` package can be imported."""
+    try:
+        importlib.import_module("torchmortem")
+    except ImportError:
+        return False
+    return True
+
+
+def build_configs(with_torchmortem: bool) -> list[Config]:
+    """The plain baseline first, then every monitoring configuration."""
+    configs = [
+        Config("plain", lambda w: Plain()),
+        _gradmedic("gradmedic default", {}, ("signal_norm", "weight_grad_norm")),
+        _gradmedic("gradmedic all", ALL_STATS, ("signal_norm", "act_mean", "update_ratio")),
+        Config("lightning-style grad_norm", GradNormSession, ("grad_norm",)),
+    ]
+    if with_torchmortem:
+        configs += [_torchmortem("fast"), _torchmortem("balanced")]
+    return configs
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def train_step(workload: Workload, session: Session) -> None:
+    """One SGD step on the fixed batch, with the session's calls where a user would put them."""
+    workload.optimizer.zero_grad(set_to_none=True)
+    loss = workload.loss_fn(workload.model(workload.inputs), workload.targets)
+    loss.backward()
+    session.after_backward(loss)
+    workload.optimizer.step()
+    session.after_step(loss)
+
+
+@dataclass
+class Lane:
+    """One configuration with its own replica of the workload (hooks live on the replica)."""
+
+    config: Config
+    workload: Workload
+    session: Session = field(default_factory=Plain)
+    seconds: float = 0.0
+    recorded: dict[str, int] = field(default_factory=dict)
+
+    def open(self) -> None:
+        """Reset the replica and attach the configuration (not timed)."""
+        self.workload.reset()
+        self.seconds = 0.0
+        self.session = self.config.open(self.workload)
+
+    def step(self, timed: bool) -> None:
+        start = time.perf_counter()
+        train_step(self.workload, self.session)
+        if timed:
+            self.seconds += time.perf_counter() - start
+
+    def sync(self) -> None:
+        start = time.perf_counter()
+        self.session.sync()
+        self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        """Detach (not timed) and keep what the monitor recorded."""
+        self.recorded = self.session.close()
+        self.session = Plain()
+
+
+def rotated(items: Sequence[Lane], shift: int) -> list[Lane]:
+    """``items`` rotated left by ``shift``, so no configuration always runs first."""
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def run_block(lanes: list[Lane], warmup: int, steps: int, shift: int) -> None:
+    """Attach every lane, then run their steps round-robin, timing each lane's steps and sync.
+
+    Interleaving step by step means a burst of load from other processes slows every
+    configuration of the block alike instead of spoiling one of them.
+    """
+    with ExitStack() as stack:
+        for lane in lanes:
+            lane.open()
+            stack.callback(lane.close)
+        for step in range(warmup + steps):
+            if step == warmup:
+                gc.collect()
+            for lane in rotated(lanes, shift + step):
+                lane.step(timed=step >= warmup)
+        for lane in rotated(lanes, shift):
+            lane.sync()
+
+
+def check_recorded(workload: str, lane: Lane) -> None:
+    """Fail loudly when a monitor recorded nothing: its ratio would be meaningless."""
+    missing = [key for key in lane.config.required if lane.recorded.get(key, 0) == 0]
+    if missing:
+        raise SystemExit(
+            f"{lane.config.name} on {workload} recorded no {', '.join(missing)} (got {lane.recorded}): "
+            "the monitor did not observe the training step, so its overhead ratio is not valid"
+        )
+
+
+@dataclass
+class WorkloadResult:
+    """Per-block seconds per step of every configuration on one workload."""
+
+    seconds: dict[str, list[float]]
+    recorded: dict[str, dict[str, int]]
+
+
+def measure_workload(
+    build: Callable[[], Workload], configs: list[Config], args: argparse.Namespace
+) -> WorkloadResult:
+    """Run ``args.blocks`` interleaved blocks of every configuration on one workload."""
+    lanes = [Lane(config, build()) for config in configs]
+    name = lanes[0].workload.name
+    run_block(lanes[:1], args.warmup, args.warmup, 0)  # settle the allocator and caches
+    seconds: dict[str, list[float]] = {c.name: [] for c in configs}
+    recorded: dict[str, dict[str, int]] = {}
+    for block in range(args.blocks):
+        run_block(lanes, args.warmup, args.steps, block)
+        for lane in lanes:
+            check_recorded(name, lane)
+            seconds[lane.config.name].append(lane.seconds / args.steps)
+            recorded.setdefault(lane.config.name, lane.recorded)
+        print(f"  {name}: block {block + 1}/{args.blocks} done", file=sys.stderr, flush=True)
+    return WorkloadResult(seconds, recorded)
+
+
+# -- summarising -------------------------------------------------------------------------------
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Median and quartiles."""
+    q1, median, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    return {"median": float(median), "q1": float(q1), "q3": float(q3)}
+
+
+def summarise(result: WorkloadResult, configs: list[Config]) -> dict[str, Any]:
+    """Plain ms/step and, per monitoring configuration, the per-block ratios and their summary."""
+    plain = result.seconds["plain"]
+    ratios = {}
+    for config in configs[1:]:
+        per_block = [t / p for t, p in zip(result.seconds[config.name], plain, strict=True)]
+        ratios[config.name] = {**summary(per_block), "per_block": per_block}
+    plain_ms = {key: value * 1e3 for key, value in summary(plain).items()}
+    return {"plain_ms": plain_ms, "ratios": ratios, "recorded": result.recorded}
+
+
+def format_ratio(stats: dict[str, float]) -> str:
+    return f"{stats['median']:.2f}x [{stats['q1']:.2f}-{stats['q3']:.2f}]"
+
+
+def format_table(results: dict[str, dict[str, Any]], configs: list[Config]) -> str:
+    """One aligned plain-text table: rows are workloads, columns plain ms/step and the ratios."""
+    header = ["workload", "plain ms/step", *(c.name for c in configs[1:])]
+    rows = [header]
+    for name, result in results.items():
+        cells = [name, f"{result['plain_ms']['median']:.2f}"]
+        cells += [format_ratio(result["ratios"][c.name]) for c in configs[1:]]
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [_align(row, widths) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _align(cells: list[str], widths: list[int]) -> str:
+    """The first cell left-aligned, the others right-aligned."""
+    padded = [cells[0].ljust(widths[0])]
+    padded += [cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)]
+    return "  ".join(padded)
+
+
+def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, Any]:
+    """What the numbers were measured with."""
+    return {
+        "torch": torch.__version__,
+        "gradmedic": gradmedic.__version__,
+        "torchmortem": _version("torchmortem"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "blocks": args.blocks,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "configs": [c.name for c in configs],
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: %(default)s")
+    parser.add_argument("--blocks", type=int, default=15, help="interleaved A/B blocks (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per block (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per block (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")
+    parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.blocks, args.steps, args.warmup = 2, 2, 1
+    args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = [name for name in args.workloads if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
+    if min(args.blocks, args.steps, args.threads) < 1 or args.warmup < 0:
+        parser.error("--blocks, --steps and --threads must be >= 1, --warmup >= 0")
+    return args
+
+
+def setup_torch(threads: int = THREADS) -> None:
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_torch(args.threads)
+    with_torchmortem = not args.no_torchmortem and torchmortem_available()
+    configs = build_configs(with_torchmortem)
+    if not with_torchmortem:
+        print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
+    results = {}
+    for name in args.workloads:
+        results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
+    print(
+        f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; ratio = monitored / plain "
+        f"step time, median [IQR] over {args.blocks} interleaved blocks of {args.steps} steps"
+    )
+    print(format_table(results, configs))
+    if args.json is not None:
+        payload = {"environment": environment(args, configs), "results": results}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

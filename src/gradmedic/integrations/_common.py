@@ -1,0 +1,120 @@
+"""What the integrations share: lazy imports with install advice, the flow picture, the report file.
+
+Example:
+    >>> require("json", "json", "tests").__name__
+    'json'
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import Tensor
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..diagnosis import Report
+    from ..history import History
+
+#: File name of the report an integration writes at the end of training.
+REPORT_NAME = "gradmedic_report.json"
+
+#: The statistics prefix in dashboards and trainer logs.
+PREFIX = "gradmedic/"
+
+BatchToInputs = Callable[[Any], tuple[Any, Any]]
+
+
+def require(module: str, package: str, extra: str) -> ModuleType:
+    """Import ``module``; if it is missing, say which extra installs it.
+
+    Raises:
+        ImportError: ``"... needs <package>: pip install 'gradmedic[<extra>]'"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"gradmedic's {extra} integration needs {package} ({error}): pip install 'gradmedic[{extra}]'"
+        ) from error
+
+
+def flow_image(history: History, report: Report | None = None, dpi: int = 60) -> np.ndarray:
+    """The gradient-flow picture (:func:`gradmedic.plots.flow`) as an RGB ``uint8`` array ``[H, W, 3]``.
+
+    Layers named by a finding are marked with its kind. The figure is rendered to PNG and decoded.
+    """
+    from matplotlib.image import imread
+
+    from .. import plots
+
+    marks: dict[str, str] = {}
+    for finding in report.findings if report is not None else []:
+        for layer in finding.layers:
+            marks.setdefault(layer, finding.kind)
+    fig = plots.flow(history, marks=marks)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    buffer.seek(0)
+    rgba = imread(buffer, format="png")
+    return (np.asarray(rgba)[..., :3] * 255).round().astype(np.uint8)
+
+
+def diagnosis_scalars(report: Report) -> dict[str, float]:
+    """The numbers of a report worth a dashboard series: health score and finding counts.
+
+    Example:
+        >>> from gradmedic.diagnosis import Report
+        >>> diagnosis_scalars(Report([], 1.0, "monitor"))
+        {'health_score': 1.0, 'findings': 0.0, 'warnings': 0.0}
+    """
+    from ..diagnosis import Severity
+
+    serious = sum(1 for f in report.findings if f.severity >= Severity.WARNING)
+    return {
+        "health_score": float(report.score),
+        "findings": float(len(report.findings)),
+        "warnings": float(serious),
+    }
+
+
+def default_batch_to_inputs(batch: Any) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a batch: ``(x, y, ...)`` tuple or list; a dict or tensor has no targets.
+
+    Raises:
+        ConfigError: for a batch of another shape (pass ``batch_to_inputs=``).
+
+    Example:
+        >>> import torch
+        >>> x, y = default_batch_to_inputs((torch.zeros(2, 3), torch.ones(2)))
+        >>> tuple(x.shape), tuple(y.shape)
+        ((2, 3), (2,))
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, (tuple, list)) and len(batch) == 1:
+        return batch[0], None
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        return batch, None
+    raise ConfigError(
+        f"cannot tell inputs from targets in a batch of type {type(batch).__name__}: pass "
+        "batch_to_inputs=lambda batch: (inputs, targets)"
+    )
+
+
+def save_report(report: Report, directory: str | Path, name: str = REPORT_NAME) -> Path:
+    """Write ``report`` as JSON into ``directory`` (created if needed) and return the path."""
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.to_json(path)
+    return path
+

@@ -1,0 +1,249 @@
+"""Hugging Face transformers: a TrainerCallback that watches the model while ``Trainer.train`` runs.
+
+Install with ``pip install 'gradmedic[transformers]'``.
+
+``GradMedicCallback`` attaches a monitor to the model and its optimizer when training begins,
+and at each flush appends the summary series to the Trainer's log history
+(``trainer.state.log_history``: one ``{"step": ..., "gradmedic/<series>": ...}`` entry per
+recorded step, ``step`` being the Trainer's ``global_step`` after that update). The loss the
+Trainer logs (``logging_steps``) is given to the monitor. At the end of training it diagnoses the
+run: the report is printed, kept as :attr:`GradMedicCallback.report`, saved as
+``gradmedic_report.json`` in ``args.output_dir``, and its health score is appended to the log
+history. With ``checkup_first_batch=True`` it first runs :func:`gradmedic.checkup` on the first
+``per_device_train_batch_size`` examples of the training set (taken in order, so the
+Trainer's shuffling is untouched), with the loss the model returns (``output.loss``). Under
+distributed training the statistics are reduced over the processes and only the main process
+logs, prints and saves.
+
+Example:
+    >>> from gradmedic.integrations.transformers import GradMedicCallback
+    >>> callback = GradMedicCallback(checkup_first_batch=True)
+    >>> callback.report is None
+    True
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diagnosis import Report, checkup
+from ..history import History
+from ..monitor import Monitor
+from ..sinks import Sink
+from ._common import PREFIX, BatchToInputs, diagnosis_scalars, require, save_report
+
+require("transformers", "transformers", "transformers")
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments  # noqa: E402
+
+
+class LogHistorySink:
+    """Appends series to a Trainer's ``state.log_history``, one entry per step.
+
+    Args:
+        state: the ``TrainerState`` whose log history receives the entries.
+        per_layer: also write the per-layer series.
+        series: names to keep (see :class:`GradMedicCallback`); ``None`` keeps all.
+        prefix: prepended to every key.
+        offset: added to the monitor's step (1 + the ``global_step`` when watching began, so
+            that an entry's step is the ``global_step`` after its update).
+    """
+
+    def __init__(
+        self,
+        state: TrainerState,
+        per_layer: bool = False,
+        series: Sequence[str] | None = None,
+        prefix: str = PREFIX,
+        offset: int = 1,
+    ) -> None:
+        self.state = state
+        self.per_layer = per_layer
+        self.series = set(series) if series is not None else None
+        self.prefix = prefix
+        self.offset = offset
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        chosen = self.series
+        self._log(step, {k: v for k, v in scalars.items() if chosen is None or k.split("/")[0] in chosen})
+
+    def _log(self, step: int, scalars: Mapping[str, float]) -> None:
+        kept = {self.prefix + name: float(value) for name, value in scalars.items()}
+        if kept:
+            self.state.log_history.append({**kept, "step": step + self.offset})
+
+    def write_diagnosis(self, step: int, history: History, report: Report) -> None:
+        """Append the report's health score and finding counts."""
+        self._log(step, diagnosis_scalars(report))  # whatever series were chosen
+
+    def close(self) -> None:
+        """Nothing to release: the entries live in the Trainer's state."""
+
+
+def model_loss(output: Any, targets: Any = None) -> torch.Tensor:
+    """The loss a Hugging Face model returns when the batch has labels (``output.loss``).
+
+    Raises:
+        ValueError: if the output holds no loss (pass ``loss_fn=`` or labels in the batch).
+    """
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if not isinstance(loss, torch.Tensor):
+        raise ValueError(
+            "the model returned no loss: put the labels in the batch, or give loss_fn=... to the callback"
+        )
+    return loss
+
+
+class GradMedicCallback(TrainerCallback):
+    """Watch a Hugging Face model's gradients during ``Trainer.train``; diagnose at the end.
+
+    Args:
+        per_layer: also log one series per layer and metric (many series on a deep model).
+        series: the series to log (default: all summary series); see :mod:`gradmedic.sinks`.
+        checkup_first_batch: run :func:`gradmedic.checkup` on the first batch of the training set.
+        batch_to_inputs: ``batch -> (inputs, targets)`` for the checkup (default: the collated
+            batch as keyword arguments, no targets: the model's own loss is used).
+        loss_fn: ``loss_fn(output[, targets])`` for the checkup (default: ``output.loss``).
+        report_name: file name of the report written at the end (``None``: none).
+        print_report: print the reports (main process).
+        **watch_options: options of :func:`gradmedic.watch` (``every``, ``flush_every``,
+            ``sinks``, ``scaler``...).
+
+    Attributes:
+        monitor: the monitor while training runs.
+        history: the run's History once training has ended.
+        report: the diagnosis at the end of training (main process).
+        checkup_report: the first batch's checkup, if asked (main process).
+        report_path: where the report was written.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_layer: bool = False,
+        series: Sequence[str] | None = None,
+        checkup_first_batch: bool = False,
+        batch_to_inputs: BatchToInputs | None = None,
+        loss_fn: Callable[..., Any] | None = None,
+        report_name: str | None = "gradmedic_report.json",
+        print_report: bool = True,
+        **watch_options: Any,
+    ) -> None:
+        self.per_layer = per_layer
+        self.series = series
+        self.checkup_first_batch = checkup_first_batch
+        self.batch_to_inputs = batch_to_inputs or (lambda batch: (batch, None))
+        self.loss_fn = loss_fn or model_loss
+        self.report_name = report_name
+        self.print_report = print_report
+        self.watch_options = dict(watch_options)
+        self.monitor: Monitor | None = None
+        self.history: History | None = None
+        self.report: Report | None = None
+        self.checkup_report: Report | None = None
+        self.report_path: Path | None = None
+        self._has_optimizer = False
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        model = kwargs["model"]
+        if self.checkup_first_batch and state.is_world_process_zero:
+            self._checkup(model, kwargs.get("train_dataloader"), args)
+        options = dict(self.watch_options)
+        sinks: list[Sink] = [*(options.pop("sinks", None) or []), LogHistorySink(
+            state, self.per_layer, self.series, offset=state.global_step + 1)]  # fmt: skip
+        if args.world_size > 1:
+            options.setdefault("distributed", True)
+        optimizer = _torch_optimizer(kwargs.get("optimizer"))
+        self._has_optimizer = optimizer is not None
+        self.monitor = Monitor(model, optimizer, sinks=sinks, **options).attach()
+
+    def on_pre_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.monitor is not None and not self._has_optimizer:  # no torch optimizer to hook
+            self.monitor.step()
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if self.monitor is not None and logs and "loss" in logs and self._has_optimizer:
+            self.monitor.step(float(logs["loss"]))  # recorded for the step that just ended
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is None:
+            return
+        monitor.flush()  # a collective in distributed training: every process is here
+        if state.is_world_process_zero:
+            self.report = monitor.diagnose()  # the log history gets its health score
+            if self.report_name is not None:
+                self.report_path = save_report(self.report, args.output_dir or ".", self.report_name)
+            if self.print_report:
+                print(self.report)
+                if self.report_path is not None:
+                    print(f"gradmedic: report saved to {self.report_path}")
+        monitor.detach()
+        self.history = monitor.history
+
+    def _checkup(self, model: torch.nn.Module, loader: Any, args: TrainingArguments) -> None:
+        try:
+            batch = _first_batch(loader, args.per_device_train_batch_size)
+            device = next(model.parameters()).device
+            inputs, targets = self.batch_to_inputs(_to_device(batch, device))
+            self.checkup_report = checkup(model, inputs, targets, self.loss_fn)
+        except Exception as error:  # a diagnostic must not stop the training it watches
+            warnings.warn(f"gradmedic: the first-batch checkup failed: {error}", RuntimeWarning, stacklevel=2)
+            return
+        if self.print_report:
+            print("gradmedic checkup of the first batch:")
+            print(self.checkup_report)
+
+
+def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer inside accelerate's wrapper (whose own step hooks do not run)."""
+    seen = 0
+    while optimizer is not None and hasattr(optimizer, "optimizer") and seen < 5:
+        optimizer, seen = optimizer.optimizer, seen + 1
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def _first_batch(loader: Any, size: int) -> Any:
+    """The first ``size`` examples of the loader's dataset, collated; else the loader's first batch."""
+    if loader is None:
+        raise ValueError("the Trainer gave no training dataloader")
+    dataset = getattr(loader, "dataset", None)
+    collate = getattr(loader, "collate_fn", None)
+    if (
+        dataset is not None
+        and collate is not None
+        and hasattr(dataset, "__getitem__")
+        and hasattr(dataset, "__len__")
+    ):
+        return collate([dataset[i] for i in range(min(size, len(dataset)))])
+    return next(iter(loader))
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+__all__ = ["GradMedicCallback", "LogHistorySink", "model_loss"]

@@ -1,0 +1,456 @@
+"""The backprop signal through time: per-step norms, decay, memory horizon and gate statistics.
+
+Backpropagation through time multiplies one factor per step, so the gradient of a loss at the
+end of a sequence shrinks (or grows) geometrically on its way back to the first steps. The
+**per-step signal** of a recurrent layer is the norm, at each step ``t``, of the gradient of the
+loss with respect to the hidden state ``h_t``: the *total* derivative, which includes every
+path from ``h_t`` to the loss (through the output at ``t`` and through all later states).
+
+How it is measured:
+
+* a cell (``nn.RNNCell``, ``nn.LSTMCell``, ``nn.GRUCell``) looped by hand: call ``k`` of one
+  forward pass is step ``k``, and the ``h`` it returns is a real tensor of the graph, so the
+  gradient that reaches it is the total derivative (of an ``LSTMCell``, ``h`` only, not ``c``);
+* ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` run the recurrence inside one fused kernel and expose only
+  the output sequence. The gradient with respect to ``out[:, t]`` is *not* the signal: it holds
+  only the loss's direct dependence on step ``t`` (zero before the last step when the loss reads
+  ``out[:, -1]``). :func:`bptt_squared_norms` therefore replays the recurrence of the **top
+  layer** step by step with the layer's weights and returns the total gradient at each of its
+  hidden states, given the gradients that reached ``out``, ``h_n`` (and ``c_n``). Lower layers
+  are run without a graph only to feed the top layer; dropout between layers is not replayed
+  (the signal is measured as if it were off). For a bidirectional layer the value at position
+  ``t`` covers both directions (the reverse direction carries its memory the other way, from
+  the first position to the last).
+
+From a profile (the per-step signal indexed by *steps back*: 0 is the last step):
+
+* :func:`memory_horizon`: how many steps back the signal stays at or above
+  :data:`HORIZON_FRACTION` (1e-3) of its value at the last step (the whole span when it never
+  falls below);
+* :func:`decay_per_step`: the factor of a geometric fit over the steps with signal;
+* :func:`reach`: the signal at the first step over the signal at the last step.
+
+Example:
+    >>> import numpy as np
+    >>> profile = 0.9 ** np.arange(150)
+    >>> memory_horizon(profile), round(decay_per_step(profile), 2)
+    (66, 0.9)
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from . import stats
+from .errors import UnsupportedError
+
+#: The memory horizon counts the steps whose signal is at least this fraction of the signal at
+#: the last step: the same 1e-3 that marks a layer as starved in the depth rules (a weight fed
+#: by 1e-3 of the signal needs a thousand times more steps to move).
+HORIZON_FRACTION = 1e-3
+#: Gate pre-activations of each mode, and the index of the gate that keeps the state: the LSTM's
+#: forget gate (``i, f, g, o``) and the GRU's update gate ``z`` (``r, z, n``; ``z`` near 1 keeps).
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+MEMORY_GATE = {"LSTM": 1, "GRU": 1}
+#: Order of the values returned by :func:`gate_stats`.
+GATE_FIELDS = ("gate_mean", "gate_saturated")
+_SIGMOID_BAND = stats.saturation_band(nn.Sigmoid())
+
+
+# -- per-step norms and gates (tensors) ------------------------------------------------------
+
+
+def step_squared_norms(grad: Tensor, time_dim: int) -> Tensor:
+    """Squared L2 norm of ``grad`` at each index of ``time_dim`` (float64, accumulated exactly).
+
+    Example:
+        >>> step_squared_norms(torch.tensor([[3.0, 0.0], [4.0, 1.0]]), time_dim=1).tolist()
+        [25.0, 1.0]
+    """
+    moved = grad.movedim(time_dim, 0)
+    return torch.linalg.vector_norm(moved.reshape(len(moved), -1), dim=1, dtype=torch.float64).square()
+
+
+def gate_stats(gates: Tensor) -> Tensor:
+    """Mean of memory-gate activations (in (0, 1)) and the fraction saturated, as float32 ``[2]``.
+
+    Saturated means the sigmoid's slope is below :data:`gradmedic.stats.SATURATION_SLOPE` of its
+    maximum (activations below 0.013 or above 0.987): such a gate no longer learns. Saturated
+    open (near 1) keeps the state and its gradient; saturated shut (near 0) forgets every step.
+
+    Example:
+        >>> [round(v, 3) for v in gate_stats(torch.tensor([0.5, 0.999, 0.3, 0.001])).tolist()]
+        [0.45, 0.5]
+    """
+    values = gates.detach().float()
+    saturated = stats.saturated_fraction(values, _SIGMOID_BAND)  # type: ignore[arg-type]
+    return torch.stack([values.mean(), saturated])
+
+
+def recurrent_mode(module: nn.Module) -> str:
+    """``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"`` for a recurrent layer or cell.
+
+    Example:
+        >>> recurrent_mode(nn.GRUCell(2, 3)), recurrent_mode(nn.RNN(2, 3, nonlinearity="relu"))
+        ('GRU', 'RNN_RELU')
+    """
+    if isinstance(module, nn.RNNBase):
+        return module.mode
+    if isinstance(module, nn.LSTMCell):
+        return "LSTM"
+    if isinstance(module, nn.GRUCell):
+        return "GRU"
+    if isinstance(module, nn.RNNCell):
+        return "RNN_RELU" if module.nonlinearity == "relu" else "RNN_TANH"
+    raise UnsupportedError(f"{type(module).__name__} is not a recurrent layer or cell of torch.nn")
+
+
+@torch.no_grad()
+def cell_memory_gate(module: nn.RNNCellBase, args: Sequence[object]) -> Tensor | None:
+    """Memory-gate activations of one call of an ``LSTMCell`` / ``GRUCell`` (None for others).
+
+    ``args`` are the call's positional arguments: the input and, optionally, the state.
+
+    Example:
+        >>> cell = nn.LSTMCell(3, 4)
+        >>> cell_memory_gate(cell, (torch.randn(2, 3),)).shape
+        torch.Size([2, 4])
+    """
+    mode = recurrent_mode(module)
+    if mode not in MEMORY_GATE or not args or not isinstance(args[0], Tensor):
+        return None
+    state = args[1] if len(args) > 1 else None
+    h = state[0] if isinstance(state, (tuple, list)) else state
+    gate = MEMORY_GATE[mode]
+    pre = F.linear(args[0], module.weight_ih, module.bias_ih).chunk(GATES[mode], -1)[gate]
+    if isinstance(h, Tensor):
+        pre = pre + F.linear(h, module.weight_hh, module.bias_hh).chunk(GATES[mode], -1)[gate]
+    elif module.bias_hh is not None:
+        pre = pre + module.bias_hh.chunk(GATES[mode], -1)[gate]
+    return pre.sigmoid()
+
+
+# -- replaying the recurrence of nn.RNN / nn.LSTM / nn.GRU -----------------------------------
+
+
+@dataclass
+class _Weights:
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    w_hr: Tensor | None
+
+
+def _weights(module: nn.RNNBase, layer: int, direction: int) -> _Weights:
+    suffix = f"_l{layer}" + ("_reverse" if direction else "")
+
+    def get(name: str) -> Tensor | None:
+        value = getattr(module, name + suffix, None)
+        return value.detach() if isinstance(value, Tensor) else None
+
+    w_ih, w_hh = get("weight_ih"), get("weight_hh")
+    assert w_ih is not None and w_hh is not None
+    return _Weights(w_ih, w_hh, get("bias_ih"), get("bias_hh"), get("weight_hr"))
+
+
+def _step(
+    mode: str, xw: Tensor, h: Tensor, c: Tensor | None, w: _Weights
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """One step of the recurrence as PyTorch defines it: new ``h``, new ``c``, memory gate."""
+    hw = F.linear(h, w.w_hh, w.b_hh)
+    if mode == "LSTM":
+        i, f, g, o = (xw + hw).chunk(4, -1)
+        f = torch.sigmoid(f)
+        c = f * c + torch.sigmoid(i) * torch.tanh(g)  # type: ignore[operator]
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return (F.linear(h, w.w_hr) if w.w_hr is not None else h), c, f
+    if mode == "GRU":
+        xr, xz, xn = xw.chunk(3, -1)
+        hr, hz, hn = hw.chunk(3, -1)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + torch.sigmoid(xr + hr) * hn)
+        return (1 - z) * n + z * h, None, z
+    pre = xw + hw
+    return (torch.tanh(pre) if mode == "RNN_TANH" else torch.relu(pre)), None, None
+
+
+@dataclass
+class Direction:
+    """One direction of a replayed layer: ``h`` at each position (in position order, whichever
+    way the direction runs), and its final ``h`` and ``c`` (``c`` for an LSTM only)."""
+
+    states: list[Tensor]
+    last_h: Tensor
+    last_c: Tensor | None
+
+
+def _run(mode: str, x: Tensor, h: Tensor, c: Tensor | None, w: _Weights, reverse: bool,
+         gates: list[Tensor]) -> Direction:  # fmt: skip
+    xw = F.linear(x, w.w_ih, w.b_ih)  # every step's input projection in one product
+    states: list[Tensor] = [h] * len(x)
+    for t in range(len(x) - 1, -1, -1) if reverse else range(len(x)):
+        h, c, gate = _step(mode, xw[t], h, c, w)
+        states[t] = h
+        if gate is not None:
+            gates.append(gate.detach())
+    return Direction(states, h, c)
+
+
+def _initial_state(module: nn.RNNBase, x: Tensor, hx: object) -> tuple[Tensor, Tensor | None]:
+    """``h_0`` (and ``c_0``) as ``[layers * directions, batch, size]``, zeros when not given."""
+    count = module.num_layers * (2 if module.bidirectional else 1)
+    out_size = module.proj_size or module.hidden_size
+    h0, c0 = (hx if isinstance(hx, (tuple, list)) else (hx, None)) if hx is not None else (None, None)
+    if h0 is None:
+        h0 = x.new_zeros(count, x.shape[1], out_size)
+    if module.mode == "LSTM" and c0 is None:
+        c0 = x.new_zeros(count, x.shape[1], module.hidden_size)
+    return h0.detach(), (c0.detach() if c0 is not None else None)
+
+
+def _as_time_major(module: nn.RNNBase, tensor: Tensor, unbatched: bool) -> Tensor:
+    if unbatched:
+        return tensor.unsqueeze(1)
+    return tensor.transpose(0, 1) if module.batch_first else tensor
+
+
+def _unbatch_state(state: Tensor | None, unbatched: bool) -> Tensor | None:
+    return state.unsqueeze(1) if state is not None and unbatched else state
+
+
+@dataclass
+class Replay:
+    """The top layer of a replayed recurrent module: its states per direction, with a graph."""
+
+    directions: list[Direction]
+    gates: Tensor | None  # every memory-gate activation of every layer, flattened (None: not gated)
+
+
+def replay(module: nn.RNNBase, input: Tensor, hx: object = None) -> Replay:
+    """Run ``module``'s recurrence step by step on ``input`` (as the module would be called).
+
+    The top layer's states are built with a graph that starts at its initial state (the weights
+    and the input are constants), so gradients can be taken with respect to each of them.
+
+    Raises:
+        UnsupportedError: for a ``PackedSequence`` input.
+
+    Example:
+        >>> rnn = nn.GRU(3, 4, num_layers=2, batch_first=True)
+        >>> x = torch.randn(2, 5, 3)
+        >>> run = replay(rnn, x)
+        >>> out, _ = rnn(x)
+        >>> torch.allclose(torch.stack(run.directions[0].states, 1), out, atol=1e-6)
+        True
+    """
+    if not isinstance(input, Tensor):
+        raise UnsupportedError(
+            f"the per-step signal of {type(module).__name__} needs a padded tensor input, not "
+            f"{type(input).__name__} (a PackedSequence is not replayed)"
+        )
+    unbatched = input.dim() == 2
+    x = _as_time_major(module, input.detach(), unbatched)
+    if isinstance(hx, (tuple, list)):
+        hx = tuple(_unbatch_state(s, unbatched) for s in hx)
+    elif isinstance(hx, Tensor):
+        hx = _unbatch_state(hx, unbatched)
+    h0, c0 = _initial_state(module, x, hx)
+    mode, sides = module.mode, 2 if module.bidirectional else 1
+    gates: list[Tensor] = []
+    directions: list[Direction] = []
+    for layer in range(module.num_layers):
+        top = layer == module.num_layers - 1
+        directions = []
+        with torch.set_grad_enabled(top):
+            for side in range(sides):
+                k = layer * sides + side
+                h = h0[k].clone().requires_grad_(top)
+                c = c0[k] if c0 is not None else None
+                directions.append(_run(mode, x, h, c, _weights(module, layer, side), bool(side), gates))
+        if not top:
+            x = torch.cat([torch.stack(d.states) for d in directions], dim=-1)
+    flat = torch.cat([g.reshape(-1) for g in gates]) if gates else None
+    return Replay(directions, flat)
+
+
+def bptt_squared_norms(
+    module: nn.RNNBase,
+    input: Tensor,
+    hx: object,
+    grad_output: Tensor | None,
+    grad_h: Tensor | None = None,
+    grad_c: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Per position, the squared norm of the total gradient w.r.t. the top layer's hidden state.
+
+    Args:
+        module: the ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (its current weights are used: call
+            this before the optimizer changes them).
+        input, hx: the arguments the module was called with.
+        grad_output: gradient of the loss w.r.t. the module's output sequence (None: zero).
+        grad_h, grad_c: gradients w.r.t. ``h_n`` (and an LSTM's ``c_n``), or None.
+
+    Returns:
+        ``(squared_norms, gate_stats)``: float64 ``[T]`` in position order (summed over the batch
+        and the directions), and :func:`gate_stats` of every layer's memory gates (None for a
+        vanilla RNN).
+
+    Example:
+        >>> rnn = nn.RNN(2, 8, batch_first=True)
+        >>> x = torch.randn(4, 30, 2)
+        >>> out, h_n = rnn(x)
+        >>> grad = torch.zeros_like(out)
+        >>> grad[:, -1] = 1.0  # a loss on the last output only
+        >>> norms, _ = bptt_squared_norms(rnn, x, None, grad)
+        >>> bool(norms[0] < 1e-3 * norms[-1])  # the signal has faded by the first step
+        True
+    """
+    with torch._C.DisableTorchFunction():  # invisible to torch function modes (the checkup's tracer)
+        return _bptt(module, input, hx, grad_output, grad_h, grad_c)
+
+
+def _bptt(module: nn.RNNBase, input: Tensor, hx: object, grad_output: Tensor | None, grad_h: Tensor | None,
+          grad_c: Tensor | None) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    with torch.enable_grad():
+        run = replay(module, input, hx)
+    unbatched = input.dim() == 2
+    sides = len(run.directions)
+    size = run.directions[0].last_h.shape[-1]
+    top = (module.num_layers - 1) * sides
+    g_out = _as_time_major(module, grad_output, unbatched) if grad_output is not None else None
+    g_h, g_c = _unbatch_state(grad_h, unbatched), _unbatch_state(grad_c, unbatched)
+    terms = []
+    for side, direction in enumerate(run.directions):
+        if g_out is not None:
+            terms.append((torch.stack(direction.states) * g_out[..., side * size : (side + 1) * size]).sum())
+        if g_h is not None:
+            terms.append((direction.last_h * g_h[top + side]).sum())
+        if g_c is not None and direction.last_c is not None:
+            terms.append((direction.last_c * g_c[top + side]).sum())
+    states = [h for direction in run.directions for h in direction.states]
+    steps = len(run.directions[0].states)
+    norms = torch.zeros(steps, dtype=torch.float64, device=input.device)
+    if terms:
+        with torch.enable_grad():
+            grads = torch.autograd.grad(torch.stack(terms).sum(), states, allow_unused=True)
+        zero = torch.zeros_like(states[0])
+        filled = [g if g is not None else zero for g in grads]
+        for side in range(sides):
+            norms += step_squared_norms(torch.stack(filled[side * steps : (side + 1) * steps]), 0)
+    return norms, (gate_stats(run.gates) if run.gates is not None else None)
+
+
+# -- profiles (NumPy): horizon, decay, reach -------------------------------------------------
+
+
+def span(profile: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The recorded part of a profile: trailing NaNs (steps a shorter sequence did not have) cut.
+
+    Example:
+        >>> span([1.0, 0.5, np.nan]).tolist()
+        [1.0, 0.5]
+    """
+    values = np.asarray(profile, dtype=np.float64).ravel()
+    finite = np.flatnonzero(~np.isnan(values))
+    return values[: finite[-1] + 1] if len(finite) else values[:0]
+
+
+def memory_horizon(profile: Sequence[float] | np.ndarray, fraction: float = HORIZON_FRACTION) -> int:
+    """How many steps, counting back from the last one, the signal stays at or above
+    ``fraction`` times its value at the last step (``profile[0]``).
+
+    Args:
+        profile: the per-step signal by steps back (0 = the last step), NaN-padded at the end.
+        fraction: the threshold relative to the last step (:data:`HORIZON_FRACTION`).
+
+    Returns:
+        The number of steps before the first one that falls below; the whole recorded span when
+        none does; 0 when the last step has no signal.
+
+    Example:
+        >>> memory_horizon([1.0, 0.1, 0.01, 1e-4, 1e-5])
+        3
+        >>> memory_horizon([1.0, 0.5, 0.2])
+        3
+    """
+    values = span(profile)
+    if len(values) == 0 or not values[0] > 0:
+        return 0
+    below = np.flatnonzero(values[1:] < fraction * values[0])
+    return int(below[0] + 1) if len(below) else len(values)
+
+
+def decay_per_step(profile: Sequence[float] | np.ndarray) -> float:
+    """Factor by which the signal changes per step back: a geometric least-squares fit of
+    ``log(signal)`` against steps back, over the steps with signal (finite and above zero).
+
+    Returns NaN with fewer than two such steps. Below 1 the signal vanishes going back in time,
+    above 1 it explodes.
+
+    Example:
+        >>> round(decay_per_step([8.0, 4.0, 2.0, 1.0, 0.0]), 3)
+        0.5
+    """
+    values = span(profile)
+    steps = np.arange(len(values))
+    usable = np.isfinite(values) & (values > 0)
+    if usable.sum() < 2:
+        return math.nan
+    slope = np.polyfit(steps[usable], np.log(values[usable]), 1)[0]
+    return float(np.exp(slope))
+
+
+def reach(profile: Sequence[float] | np.ndarray) -> float:
+    """The signal at the first step of the sequence over the signal at the last step.
+
+    Example:
+        >>> reach([2.0, 1.0, 0.002])
+        0.001
+    """
+    values = span(profile)
+    if len(values) == 0 or not values[0] > 0:
+        return math.nan
+    return float(values[-1] / values[0])
+
+
+def median_profile(rows: np.ndarray) -> np.ndarray:
+    """Per step back, the median over recorded rows (``[n_rows, steps]``) of the finite values.
+
+    Example:
+        >>> median_profile(np.array([[1.0, 0.5, np.nan], [3.0, 0.1, 0.01]])).tolist()
+        [2.0, 0.3, 0.01]
+    """
+    rows = np.where(np.isfinite(rows), rows, np.nan)
+    if rows.size == 0:
+        return np.zeros(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(rows, axis=0)
+
+
+__all__ = [
+    "GATE_FIELDS",
+    "Direction",
+    "HORIZON_FRACTION",
+    "Replay",
+    "bptt_squared_norms",
+    "cell_memory_gate",
+    "decay_per_step",
+    "gate_stats",
+    "median_profile",
+    "memory_horizon",
+    "reach",
+    "recurrent_mode",
+    "replay",
+    "span",
+    "step_squared_norms",
+]

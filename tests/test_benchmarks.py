@@ -1,0 +1,29 @@
+"""Smoke test of the overhead benchmark: it runs and prints ratios. It never checks timings."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
+RATIO = re.compile(r"\d+\.\d+x \[\d+\.\d+-\d+\.\d+\]")
+
+
+def test_overhead_quick_run_prints_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    # one thread: a smoke run on a busy 2-core runner, where 2 OpenMP threads can stall each other
+    command = [sys.executable, str(SCRIPT), "--quick", "--workloads", "mlp", "--threads", "1"]
+    command += ["--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    mlp_rows = [line for line in done.stdout.splitlines() if line.startswith("mlp ")]
+    assert len(mlp_rows) == 1, done.stdout
+    assert len(RATIO.findall(mlp_rows[0])) >= 3, mlp_rows[0]
+    results = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert set(results) == {"mlp"}
+    expected = {"gradmedic default", "gradmedic all", "lightning-style grad_norm"}
+    assert expected <= set(results["mlp"]["ratios"])
+    assert results["mlp"]["recorded"]["gradmedic default"]["signal_norm"] > 0
