@@ -63,6 +63,7 @@ def sandbox(tmp_path, monkeypatch):
         "WANDB_MODE": "offline",
         "WANDB_DIR": str(tmp_path),
         "WANDB_SILENT": "true",
+        "WANDB_INIT_TIMEOUT": "300",  # the wandb service starts slowly on a loaded machine
         "MPLBACKEND": "Agg",
     }.items():
         monkeypatch.setenv(key, value)

@@ -19,7 +19,7 @@ from gradmedic.diagnosis.evidence import Evidence, TimeEvidence
 from gradmedic.diagnosis.rules import health_score, rule_through_time
 from gradmedic.errors import ConfigError
 from gradmedic.history import History
-from gradmedic.tasks import adding_problem
+from gradmedic.tasks import adding_problem, copy_memory, copy_memory_loss
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "recurrent.py"
 
@@ -205,6 +205,26 @@ def test_treat_swaps_a_vanilla_rnn_for_a_gated_one_whose_horizon_covers_the_sequ
     after = treatment.after.get("memory_horizon")
     assert after is not None and treatment.after.healthy, treatment.summary()
     assert after.numbers["horizon"] >= after.numbers["length"] == 100
+
+
+def test_a_loss_at_every_step_hides_the_memory_and_the_recall_loss_shows_it():
+    """Copy memory: each step's own loss keeps the signal up; the recall steps' loss does not."""
+
+    class EveryStep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.RNN(10, 32, batch_first=True)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.rnn(x)[0])
+
+    model = EveryStep()
+    x, y = copy_memory(16, 60)
+    every = checkup(model, x, loss_fn=lambda out: copy_memory_loss(out, y))
+    recall = checkup(model, x, loss_fn=lambda out: copy_memory_loss(out[:, -10:], y[:, -10:]))
+    assert alarms(every) == [] and every.get("memory_horizon").numbers["horizon"] == 80
+    assert recall.get("vanishing_through_time") is not None, recall.render()
 
 
 def test_a_monitored_run_is_diagnosed_from_its_history_alone(tmp_path):

@@ -22,6 +22,12 @@ How it is measured:
   ``t`` covers both directions (the reverse direction carries its memory the other way, from
   the first position to the last).
 
+With a loss at every step (a sequence labeller, a language model), the gradient at ``h_t``
+includes step ``t``'s own loss, so the profile stays high whatever the memory and the horizon
+reads the whole sequence. To see the memory, check the model up with the part of the loss that
+needs it: the last step of a classifier, the recall steps of the copy task
+(``loss_fn=lambda out: copy_memory_loss(out[:, -10:], y[:, -10:])``).
+
 From a profile (the per-step signal indexed by *steps back*: 0 is the last step):
 
 * :func:`memory_horizon`: how many steps back the signal stays at or above

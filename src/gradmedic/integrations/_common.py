@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -118,3 +118,42 @@ def save_report(report: Report, directory: str | Path, name: str = REPORT_NAME) 
     report.to_json(path)
     return path
 
+
+class TrainerLogSink:
+    """What the Lightning and Hugging Face sinks share: choosing series, prefixing, offsetting.
+
+    Subclasses say where a row goes, in :meth:`_log`.
+
+    Args:
+        per_layer: also write the per-layer series.
+        series: names to keep (a summary series, or a per-layer metric such as
+            ``"signal_rms"``); ``None`` keeps all.
+        prefix: prepended to every key.
+        offset: added to the monitor's step.
+    """
+
+    def __init__(
+        self,
+        per_layer: bool = False,
+        series: Sequence[str] | None = None,
+        prefix: str = PREFIX,
+        offset: int = 0,
+    ) -> None:
+        self.per_layer = per_layer
+        self.series = set(series) if series is not None else None
+        self.prefix = prefix
+        self.offset = offset
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        chosen = self.series
+        self._log(step, {k: v for k, v in scalars.items() if chosen is None or k.split("/")[0] in chosen})
+
+    def write_diagnosis(self, step: int, history: History, report: Report) -> None:
+        """Log the report's health score and finding counts (whatever series were chosen)."""
+        self._log(step, diagnosis_scalars(report))
+
+    def _prefixed(self, scalars: Mapping[str, float]) -> dict[str, float]:
+        return {self.prefix + name: float(value) for name, value in scalars.items()}
+
+    def _log(self, step: int, scalars: Mapping[str, float]) -> None:
+        raise NotImplementedError  # each subclass writes to its trainer

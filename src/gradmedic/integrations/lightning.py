@@ -31,51 +31,30 @@ from ..diagnosis import Report, checkup
 from ..history import History
 from ..monitor import Monitor
 from ..sinks import Sink
-from ._common import PREFIX, BatchToInputs, default_batch_to_inputs, diagnosis_scalars, require, save_report
+from ._common import BatchToInputs, TrainerLogSink, default_batch_to_inputs, require, save_report
 
 require("lightning", "lightning", "lightning")
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
 
 
-class LoggerSink:
+class LoggerSink(TrainerLogSink):
     """Writes series to every logger of a Lightning ``Trainer`` (``log_metrics(metrics, step)``).
 
     Args:
         trainer: the Trainer whose loggers receive the series.
-        per_layer: also write the per-layer series.
-        series: names to keep (a summary series, or a per-layer metric such as
-            ``"signal_rms"``); ``None`` keeps all.
-        prefix: prepended to every key.
         offset: added to the monitor's step (the Trainer's ``global_step`` when watching began).
+        **options: ``per_layer``, ``series``, ``prefix``: see :class:`TrainerLogSink`.
     """
 
-    def __init__(
-        self,
-        trainer: Trainer,
-        per_layer: bool = False,
-        series: Sequence[str] | None = None,
-        prefix: str = PREFIX,
-        offset: int = 0,
-    ) -> None:
+    def __init__(self, trainer: Trainer, offset: int = 0, **options: Any) -> None:
+        super().__init__(offset=offset, **options)
         self.trainer = trainer
-        self.per_layer = per_layer
-        self.series = set(series) if series is not None else None
-        self.prefix = prefix
-        self.offset = offset
-
-    def write(self, step: int, scalars: Mapping[str, float]) -> None:
-        chosen = self.series
-        self._log(step, {k: v for k, v in scalars.items() if chosen is None or k.split("/")[0] in chosen})
 
     def _log(self, step: int, scalars: Mapping[str, float]) -> None:
-        kept = {self.prefix + name: float(value) for name, value in scalars.items()}
+        kept = self._prefixed(scalars)
         if kept:
             for logger in self.trainer.loggers:
                 logger.log_metrics(kept, step=step + self.offset)
-
-    def write_diagnosis(self, step: int, history: History, report: Report) -> None:
-        """Log the report's health score and finding counts (``gradmedic/health_score``...)."""
-        self._log(step, diagnosis_scalars(report))  # whatever series were chosen
 
     def close(self) -> None:
         """Ask each logger to save what it holds (the CSV logger writes its file)."""
@@ -180,7 +159,9 @@ class GradMedic(Callback):
 
     def _watch(self, trainer: Trainer, pl_module: LightningModule) -> Monitor:
         options = dict(self.watch_options)
-        self._sink = LoggerSink(trainer, self.per_layer, self.series, offset=trainer.global_step)
+        self._sink = LoggerSink(
+            trainer, offset=trainer.global_step, per_layer=self.per_layer, series=self.series
+        )
         sinks: list[Sink] = [*(options.pop("sinks", None) or []), self._sink]
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None:

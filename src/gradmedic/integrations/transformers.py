@@ -35,50 +35,30 @@ from ..diagnosis import Report, checkup
 from ..history import History
 from ..monitor import Monitor
 from ..sinks import Sink
-from ._common import PREFIX, BatchToInputs, diagnosis_scalars, require, save_report
+from ._common import BatchToInputs, TrainerLogSink, require, save_report
 
 require("transformers", "transformers", "transformers")
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments  # noqa: E402
 
 
-class LogHistorySink:
+class LogHistorySink(TrainerLogSink):
     """Appends series to a Trainer's ``state.log_history``, one entry per step.
 
     Args:
         state: the ``TrainerState`` whose log history receives the entries.
-        per_layer: also write the per-layer series.
-        series: names to keep (see :class:`GradMedicCallback`); ``None`` keeps all.
-        prefix: prepended to every key.
         offset: added to the monitor's step (1 + the ``global_step`` when watching began, so
             that an entry's step is the ``global_step`` after its update).
+        **options: ``per_layer``, ``series``, ``prefix``: see :class:`TrainerLogSink`.
     """
 
-    def __init__(
-        self,
-        state: TrainerState,
-        per_layer: bool = False,
-        series: Sequence[str] | None = None,
-        prefix: str = PREFIX,
-        offset: int = 1,
-    ) -> None:
+    def __init__(self, state: TrainerState, offset: int = 1, **options: Any) -> None:
+        super().__init__(offset=offset, **options)
         self.state = state
-        self.per_layer = per_layer
-        self.series = set(series) if series is not None else None
-        self.prefix = prefix
-        self.offset = offset
-
-    def write(self, step: int, scalars: Mapping[str, float]) -> None:
-        chosen = self.series
-        self._log(step, {k: v for k, v in scalars.items() if chosen is None or k.split("/")[0] in chosen})
 
     def _log(self, step: int, scalars: Mapping[str, float]) -> None:
-        kept = {self.prefix + name: float(value) for name, value in scalars.items()}
+        kept = self._prefixed(scalars)
         if kept:
             self.state.log_history.append({**kept, "step": step + self.offset})
-
-    def write_diagnosis(self, step: int, history: History, report: Report) -> None:
-        """Append the report's health score and finding counts."""
-        self._log(step, diagnosis_scalars(report))  # whatever series were chosen
 
     def close(self) -> None:
         """Nothing to release: the entries live in the Trainer's state."""
@@ -156,7 +136,7 @@ class GradMedicCallback(TrainerCallback):
             self._checkup(model, kwargs.get("train_dataloader"), args)
         options = dict(self.watch_options)
         sinks: list[Sink] = [*(options.pop("sinks", None) or []), LogHistorySink(
-            state, self.per_layer, self.series, offset=state.global_step + 1)]  # fmt: skip
+            state, offset=state.global_step + 1, per_layer=self.per_layer, series=self.series)]  # fmt: skip
         if args.world_size > 1:
             options.setdefault("distributed", True)
         optimizer = _torch_optimizer(kwargs.get("optimizer"))
