@@ -12,9 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._version import __version__
-from .errors import GradmedicError
+from .errors import ConfigError, GradmedicError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,98 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("run", metavar="RUN.jsonl", help="a run from History.save or watch(..., log_path=...)")
     page.add_argument("-o", "--out", metavar="PATH", help="the HTML file (default: RUN with .html)")
     page.add_argument("--title", help="the page title")
+    add_lab_parser(commands)
     return parser
+
+
+#: The lab's studies, for the help text (``gradmedic.lab.studies.STUDIES``, not imported here).
+LAB_STUDIES = ("activations", "init", "batchnorm", "layernorm", "residual", "clipping", "recurrent",
+               "optimizers", "depth", "treat")  # fmt: skip
+
+
+def add_lab_parser(commands: Any) -> None:
+    """``gradmedic lab [STUDY ...] [options]`` and ``gradmedic lab report DIR``."""
+    lab = commands.add_parser(
+        "lab",
+        help="measure every remedy on real tasks, side by side, and write a report (resumable)",
+        usage="gradmedic lab [STUDY ...] [--preset quick|full] [--out DIR] [--workers N] "
+        "[--executor local|ray]\n       gradmedic lab report DIR",
+        description="Run the lab's studies (default: all) and write DIR/report.html. Each cell's result "
+        "is saved as it finishes: run the same command again to resume an interrupted run. "
+        "'gradmedic lab report DIR' re-renders the report from the saved results.",
+    )
+    lab.add_argument("studies", nargs="*", metavar="STUDY",
+                     help=f"studies to run: {', '.join(LAB_STUDIES)} (default: all)")  # fmt: skip
+    lab.add_argument("--preset", choices=("quick", "full"), default="quick",
+                     help="quick: every study in minutes; full: the whole grid (default quick)")  # fmt: skip
+    lab.add_argument("--out", metavar="DIR", default="lab-out",
+                     help="where results and the report go (default lab-out)")  # fmt: skip
+    lab.add_argument("--workers", metavar="N", type=_positive_int,
+                     help="worker processes (Ray: CPUs of a local instance); default: the cores")  # fmt: skip
+    lab.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local process pool, or Ray (a cluster when RAY_ADDRESS is set, else a local "
+                     "instance; pip install 'gradmedic[ray]')")  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run_lab_command(args: argparse.Namespace) -> int:
+    """``gradmedic lab ...``: run the studies, save the cells, write the report, summarize."""
+    import time
+
+    from .lab.runner import LabInterrupted, run_lab
+
+    if args.studies[:1] == ["report"]:
+        return run_lab_report(args)
+    start = time.perf_counter()
+    try:
+        studies = args.studies or None
+        results = run_lab(studies, args.preset, args.out, args.workers, args.executor, report=False)
+    except LabInterrupted as stop:
+        print(f"\ngradmedic lab: interrupted: {stop}", file=sys.stderr)
+        return 130
+    path = _write_lab_report(args.out)
+    errors = [result for result in results if not result.ok]
+    print(f"lab: {len(results)} cells, {len(results) - len(errors)} ok, {len(errors)} "
+          f"error{'s' * (len(errors) != 1)}; {_duration(time.perf_counter() - start)}")  # fmt: skip
+    for result in errors[:5]:
+        print(f"  error in {result.spec.label}: {(result.error or '').splitlines()[0]}")
+    if len(errors) > 5:
+        print(f"  ... and {len(errors) - 5} more (see the report)")
+    print(f"report: {path}")
+    return 0
+
+
+def run_lab_report(args: argparse.Namespace) -> int:
+    """``gradmedic lab report DIR``: render the report again from the results saved in DIR."""
+    if len(args.studies) != 2:
+        raise ConfigError("usage: gradmedic lab report DIR (one lab directory)")
+    out = Path(args.studies[1])
+    if not any((out / "cells").glob("*.json")):
+        raise ConfigError(
+            f"no lab results in {out} (expected {out / 'cells'}/*.json, from 'gradmedic lab --out {out}')"
+        )
+    print(f"report: {_write_lab_report(out)}")
+    return 0
+
+
+def _write_lab_report(out: str | Path) -> Path:
+    from .lab.report import write_report
+
+    return Path(write_report(out))
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -133,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_treat(args)
         if args.command == "report":
             return run_report(args)
+        if args.command == "lab":
+            return run_lab_command(args)
     except (GradmedicError, ImportError) as error:
         print(f"gradmedic: {error}", file=sys.stderr)
         return 2
