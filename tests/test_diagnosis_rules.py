@@ -428,7 +428,7 @@ def test_run_rules_is_pure_and_sorted_by_severity() -> None:
 def test_a_healthy_chain_has_no_finding_and_full_score() -> None:
     evidence = chain([0.5, 0.8, 1.0], activation="relu", gain=math.sqrt(2), dead=0.05)
     assert run_rules(evidence) == []
-    assert health_score(evidence) == pytest.approx(0.95)
+    assert health_score(evidence) == pytest.approx(1 - rules.DEAD_WEIGHT * 0.05)
 
 
 # -- health score ------------------------------------------------------------------------------

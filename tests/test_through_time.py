@@ -104,12 +104,16 @@ def test_short_or_silent_profiles_say_nothing_and_truncated_ones_say_so():
 
 
 def test_health_score_accounts_for_the_signal_through_time():
-    def score(profile: np.ndarray) -> float:
-        return health_score(Evidence([], time=[time_layer(profile)]))
+    def score(profile: np.ndarray, type_: str = "RNN") -> float:
+        return health_score(Evidence([], time=[time_layer(profile, type_)]))
 
-    assert score(0.97 ** np.arange(100)) == 1.0 and score(0.8 ** np.arange(70)) == 1.0  # 1.7e-7
-    assert score(0.5 ** np.arange(100)) == 0.0 and score(1.5 ** np.arange(50)) == 0.0
-    assert 0.0 < score(0.8 ** np.arange(110)) < 1.0  # 2.4e-11: between 1e-7 and 1e-14
+    assert score(0.97 ** np.arange(100)) == 1.0  # falls to 5e-2: within 2 decades
+    assert 0.0 < score(0.9 ** np.arange(60)) < 1.0  # 2e-3: between a vanilla RNN's 1e-2 and 1e-5
+    assert score(0.8 ** np.arange(70)) == 0.0 and score(1.5 ** np.arange(50)) == 0.0  # 1.7e-7; 1e8
+    # a gated cell's scale is twice as wide: it learns to open its gates
+    assert score(0.8 ** np.arange(70), "LSTM") == 1.0 and score(0.8 ** np.arange(70), "GRU") == 1.0
+    assert 0.0 < score(0.8 ** np.arange(110), "LSTM") < 1.0  # 2.4e-11: between 1e-10 and 1e-20
+    assert score(0.5 ** np.arange(100), "LSTM") == 0.0 and score(1.5 ** np.arange(50), "GRU") == 0.0
     assert health_score(Evidence([])) == 1.0
 
 
@@ -230,7 +234,7 @@ def test_a_loss_at_every_step_hides_the_memory_and_the_recall_loss_shows_it():
 def test_a_monitored_run_is_diagnosed_from_its_history_alone(tmp_path):
     model = Adding("RNN", 16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with gradmedic.watch(model, optimizer, activations_every=1) as monitor:
+    with gradmedic.watch(model, optimizer, activations_every=1, time_every=1) as monitor:
         for step in range(3):
             x, y = adding_problem(16, 60, seed=step)
             optimizer.zero_grad()
@@ -274,7 +278,7 @@ def test_picture_of_histories_before_and_after_treatment(tmp_path):
     histories = []
     for kind in ("RNN", "LSTM"):
         model = Adding(kind, 16)
-        with gradmedic.watch(model, activations_every=1) as monitor:
+        with gradmedic.watch(model, time_every=1) as monitor:
             x, y = adding_problem(8, 30)
             (model(x) - y).pow(2).mean().backward()
             monitor.step()
