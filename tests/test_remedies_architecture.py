@@ -252,6 +252,35 @@ def test_norm_on_sequences_normalises_each_feature_over_batch_and_time(kind: str
     assert hidden.var(dims, unbiased=False).sub(1).abs().max() < 1e-3
 
 
+class HeadFirst(nn.Module):
+    """The output layer is defined first; a norm layer sits after the body's second Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 3)
+        self.norm = nn.LayerNorm(16)
+        self.body = nn.Sequential(
+            nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.norm(self.body(x)))
+
+
+def test_with_data_the_output_layer_is_the_last_one_the_forward_calls() -> None:
+    model = HeadFirst()
+    x = torch.randn(8, 6)
+    changes = add_normalization(model, "batch", x)
+    assert applied(changes).keys() == {"body.0", "body.2"}
+    assert skipped(changes) == {
+        "body.4": "already followed by a norm layer",
+        "head": "the output layer keeps its scale",
+    }
+    assert type(model.head) is nn.Linear and model(x).shape == (8, 3)
+    by_definition = add_normalization(HeadFirst(), "batch")  # without data: definition order, misread
+    assert skipped(by_definition)["body.4"] == "the output layer keeps its scale"
+
+
 def cnn() -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),

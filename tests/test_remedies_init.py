@@ -308,8 +308,9 @@ def test_auto_mixed_module_activations_in_one_model() -> None:
 
 @pytest.mark.parametrize("act", [nn.Tanh, nn.Sigmoid])
 def test_auto_deep_saturating_stack_gets_orthogonal_and_output_layer_xavier(act: type[nn.Module]) -> None:
+    """Without data for sigmoids: with data, see the centred test below."""
     model = sm.stack(12, act, width=48, n_in=48, n_out=6)
-    actions = applied(reinit(model, "auto", torch.randn(8, 48)))
+    actions = applied(reinit(model, "auto", torch.randn(8, 48) if act is nn.Tanh else None))
     name = act.__name__.lower()
     hidden = [str(2 * i) for i in range(12)]
     assert all(actions[h] == f"orthogonal ({name})" for h in hidden), actions
@@ -318,6 +319,55 @@ def test_auto_deep_saturating_stack_gets_orthogonal_and_output_layer_xavier(act:
         w = model[int(h)].weight.detach().double()
         assert torch.allclose(w @ w.T, torch.eye(48, dtype=torch.float64), atol=1e-5)
     assert_in_xavier_bound(model[24].weight.detach(), 48, 6)
+
+
+def pre_activations(model: nn.Sequential, x: Tensor) -> list[Tensor]:
+    outputs = []
+    with torch.no_grad():
+        for module in model:
+            x = module(x)
+            if isinstance(module, nn.Linear):
+                outputs.append(x)
+    return outputs
+
+
+@pytest.mark.parametrize("act", [nn.Sigmoid, nn.Hardsigmoid])
+def test_auto_with_data_centres_a_deep_sigmoid_stack_at_its_steepest_point(act: type[nn.Module]) -> None:
+    """A sigmoid's outputs average 0.5 and its slope is at most 1/4: each layer before one is
+    orthogonal, then centred per unit and scaled to unit variance on the data (scale x~4.8 for a
+    sigmoid), so the next sigmoid works around 0, where it is steepest."""
+    model = sm.stack(12, act, width=48, n_in=48, n_out=6)
+    data = 2.0 * torch.randn(512, 48) + 1.0
+    changes = reinit(model, "auto", data)
+    hidden = [str(2 * i) for i in range(12)]
+    centred = [
+        c.layer for c in changes if c.action == "lsuv: each unit centred, scaled to unit output variance"
+    ]
+    assert centred == hidden
+    assert {c.action for c in changes if c.layer == "24"} == {"xavier_uniform (no activation)"}
+    for h, z in zip(hidden, pre_activations(model, data)):
+        assert z.mean(dim=0).abs().max().item() < 1e-4, h
+        assert z.var().item() == pytest.approx(1.0, abs=1e-3), h
+        w = model[int(h)].weight.detach().double()
+        gram = w @ w.T
+        assert torch.allclose(
+            gram, gram[0, 0] * torch.eye(48, dtype=torch.float64), atol=1e-4
+        )  # orthogonal x s
+    fresh = pre_activations(model, 2.0 * torch.randn(512, 48) + 1.0)
+    assert all(z.mean(dim=0).abs().mean().item() < 0.15 for z in fresh[:12])  # holds beyond the batch
+    if act is nn.Sigmoid:
+        assert 4.0 < model[2].weight.detach().norm(dim=1).mean().item() < 6.0
+
+
+def test_centring_needs_a_bias_and_only_deep_sigmoid_stacks_get_it() -> None:
+    model = sm.stack(12, nn.Sigmoid, width=16, n_in=16, n_out=2)
+    model[4] = nn.Linear(16, 16, bias=False)
+    centred = {c.layer for c in reinit(model, "auto", torch.randn(64, 16)) if "centred" in c.action}
+    assert "4" not in centred and "2" in centred  # no bias to shift: only rescaled
+    shallow = sm.stack(4, nn.Sigmoid, width=16, n_in=16, n_out=2)
+    assert not [c for c in reinit(shallow, "auto", torch.randn(64, 16)) if "lsuv" in c.action]
+    relu = sm.stack(12, nn.ReLU, width=16, n_in=16, n_out=2)
+    assert not [c for c in reinit(relu, "auto", torch.randn(64, 16)) if "lsuv" in c.action]
 
 
 def test_auto_shallow_tanh_stack_stays_xavier() -> None:

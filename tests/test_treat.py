@@ -77,6 +77,18 @@ def test_all_families_heal_a_20_layer_sigmoid_mlp() -> None:
     assert "before: score 0.00, NOT healthy" in summary and "healthy" in summary.splitlines()[1]
 
 
+def test_init_alone_heals_a_20_layer_sigmoid_mlp_and_keeps_its_sigmoids() -> None:
+    """Orthogonal weights, then each unit centred and scaled on the batch: every sigmoid starts
+    around 0, where it is steepest, and the least invasive family is enough."""
+    patient = sm.deep_sigmoid(20)
+    shape = architecture(patient.model)
+    treatment = run(patient)
+    assert not treatment.before.healthy and treatment.after.healthy, treatment.after.render()
+    assert treatment.rounds == [f"init: score {treatment.before.score:.2f} -> {treatment.after.score:.2f}"]
+    assert architecture(treatment.model) == shape
+    assert sum("each unit centred" in c.action for c in treatment.applied) == 20
+
+
 def test_suggested_learning_rate_comes_from_the_range_test() -> None:
     patient = sm.stack_patient(8, nn.Sigmoid, width=16)
     treatment = run(patient, suggest_lr=True)
@@ -93,6 +105,34 @@ def test_in_place_changes_the_same_object() -> None:
     assert treatment.model is model
     assert treatment.after.healthy
     assert not same_state(state(model), original)
+
+
+def test_in_place_keeps_the_parameter_objects_an_optimizer_holds() -> None:
+    """An undone structural remedy puts back the very parameter objects (values restored in
+    place): an optimizer built before ``treat`` still trains the treated model."""
+    model = Indexed()
+    x, y = torch.randn(32, 16), torch.randint(0, 4, (32,))
+    params = list(model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    treatment = treat(model, x, y, allow=["residual"], in_place=True, suggest_lr=False)
+    assert "residual" in undone(treatment) and treatment.model is model
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    before = state(model)
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert not same_state(state(model), before)
+
+
+def test_undo_keeps_hook_registries_so_handles_still_remove_their_hooks() -> None:
+    patient = sm.stack_patient(20, nn.Sigmoid, bias=False)
+    seen: list[int] = []
+    handle = patient.model[0].register_forward_hook(lambda m, i, o: seen.append(1))
+    treatment = run(patient, allow=["init"], in_place=True)
+    assert "init" in undone(treatment), treatment.summary()
+    handle.remove()
+    seen.clear()
+    patient.model(patient.inputs)
+    assert seen == []
 
 
 def test_a_healthy_model_is_left_alone() -> None:
@@ -204,8 +244,9 @@ def test_recurrent_family_keeps_the_interface_of_an_rnn_model() -> None:
 
 
 def test_unhelpful_init_is_undone_and_the_model_is_as_it_was() -> None:
-    """A deep sigmoid stack: no initialisation saves sigmoid's 0.25 slope."""
-    patient = sm.deep_sigmoid(20)
+    """A deep sigmoid stack without biases: nothing can centre the sigmoid's outputs (mean 0.5),
+    so no initialisation restores the signal."""
+    patient = sm.stack_patient(20, nn.Sigmoid, bias=False)
     original = state(patient.model)
     treatment = run(patient, allow=["init"])
     assert "init" in undone(treatment) and "is no better" in undone(treatment)["init"]

@@ -29,6 +29,10 @@ RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "rrelu", "gelu", "silu", "m
 SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he", "kaiming_uniform",
            "kaiming_normal", "lecun", "orthogonal", "lsuv")  # fmt: skip
 DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
+#: Saturating activations whose outputs are not centred on 0 (a sigmoid averages 0.5, with slope
+#: 1/4 at most): in a deep stack, no data-free scale suits the layers before them; with data, auto
+#: centres each unit and scales the layer to unit output variance (LSUV with centring).
+OFF_CENTRE = ("sigmoid", "hardsigmoid")
 
 
 Nonlinearity = Literal["linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
@@ -48,12 +52,13 @@ def nonlinearity(activation: str | None) -> Nonlinearity:
 
 
 def auto_scheme(activation: str | None, deep: bool) -> str:
-    """He for the ReLU family, LeCun for SELU, orthogonal (deep) or Xavier for the rest."""
+    """He for the ReLU family, LeCun for SELU, orthogonal (deep tanh/sigmoid stacks) or Xavier for
+    the rest."""
     if activation in RELU_LIKE:
         return "kaiming_uniform"
     if activation == "selu":
         return "lecun"
-    if activation in ("tanh", "sigmoid") and deep:
+    if activation in ("tanh", *OFF_CENTRE) and deep:
         return "orthogonal"
     return "xavier_uniform"
 
@@ -96,7 +101,9 @@ def reinit(
 
     Args:
         model: the model, changed in place.
-        scheme: ``auto`` (per layer, from the activation that follows it), ``xavier[_uniform|
+        scheme: ``auto`` (per layer, from the activation that follows it; with ``data``, the
+            layers before a sigmoid in a deep stack are also centred per unit and scaled to unit
+            output variance on it, see :data:`OFF_CENTRE`), ``xavier[_uniform|
             _normal]``, ``kaiming``/``he[_uniform|_normal]``, ``lecun``, ``orthogonal`` or ``lsuv``
             (orthogonal, then each layer rescaled to unit output variance on ``data``).
         data: an example batch (tensor, tuple or dict of inputs). With it, the activation after
@@ -120,11 +127,23 @@ def reinit(
         _reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias, slopes.get(name, 0.01))
         for name in chosen
     ]
-    if scheme == "lsuv":
-        from .lsuv import rescale_to_unit_variance
+    return changes + _calibrate(model, scheme, data, changes, after, deep)
 
-        changes += rescale_to_unit_variance(model, data, [c.layer for c in changes if not c.skipped])
-    return changes
+
+def _calibrate(
+    model: nn.Module, scheme: str, data: Any, changes: list[Change], after: dict[str, str], deep: bool
+) -> list[Change]:
+    """LSUV's rescaling for ``lsuv``; for ``auto`` with data, the centred rescaling of the layers
+    before a sigmoid in a deep stack."""
+    from .lsuv import rescale_to_unit_variance
+
+    made = [c.layer for c in changes if not c.skipped]
+    if scheme == "lsuv":
+        return rescale_to_unit_variance(model, data, made)
+    off_centre = [name for name in made if after.get(name) in OFF_CENTRE]
+    if scheme == "auto" and data is not None and deep and off_centre:
+        return rescale_to_unit_variance(model, data, off_centre, center=True)
+    return []
 
 
 def _leaky_slopes(model: nn.Module) -> dict[str, float]:

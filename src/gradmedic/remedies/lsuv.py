@@ -1,5 +1,11 @@
 """LSUV (Mishkin & Matas, 2016): after an orthogonal init, rescale each layer, in forward order,
-until its output has unit variance on a batch of data.
+until its output has unit variance on a batch of data; optionally centre each output unit first.
+
+One forward pass does it: a hook on each layer measures the output, rescales the layer's weight
+(and bias) and hands the rescaled output on, so every later layer is measured on the input it
+will see. The output of a Linear/Conv layer is linear in its weight and bias: scaling both (or
+a zero bias) makes one rescaling exact; a kept bias that is not scaled takes a few iterations,
+on the output already computed.
 
 Example:
     >>> import torch
@@ -12,48 +18,127 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import call_model, first_tensor, preserved
+from ..diagnosis.checkup import call_model, preserved
 from .changes import Change
 
+CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
+TINY = 1e-12
 TOLERANCE = 0.05
 MAX_ITERATIONS = 10
 
 
-def rescale_to_unit_variance(model: nn.Module, data: Any, names: list[str]) -> list[Change]:
-    """Scale the weights of each layer in ``names`` (forward order) to unit output variance."""
+def rescale_to_unit_variance(
+    model: nn.Module, data: Any, names: list[str], center: bool = False
+) -> list[Change]:
+    """Scale each layer in ``names`` so that its output has unit variance on ``data``.
+
+    Args:
+        center: first shift each layer's bias so that every output unit (channel, for a
+            convolution) has mean 0 on ``data``: a layer fed by a sigmoid, whose outputs average
+            0.5, then starts where the next sigmoid is steepest. Layers without a bias are only
+            rescaled.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8))
+        >>> x = torch.randn(512, 8)
+        >>> _ = rescale_to_unit_variance(model, x, ["0", "2"], center=True)
+        >>> out = model(x)
+        >>> out.mean(dim=0).abs().max().item() < 1e-5, round(out.var().item(), 2)
+        (True, 1.0)
+    """
     modules = dict(model.named_modules())
-    changes = []
-    with preserved(model), torch.no_grad():
-        for name in names:
-            module = modules[name]
-            weight = getattr(module, "weight", None)
-            if not isinstance(weight, Tensor):
-                continue
-            variance = _fit(model, module, weight, data)
-            changes.append(Change("init", name, f"lsuv: output variance {variance:.3f}"))
-    return changes
-
-
-def _fit(model: nn.Module, module: nn.Module, weight: Tensor, data: Any) -> float:
-    variance = float("nan")
-    for _ in range(MAX_ITERATIONS):
-        variance = _output_variance(model, module, data)
-        if not variance > 0 or abs(variance - 1) < TOLERANCE:
-            break
-        weight.div_(variance**0.5)
-    return variance
-
-
-def _output_variance(model: nn.Module, module: nn.Module, data: Any) -> float:
-    seen: list[float] = []
-    handle = module.register_forward_hook(lambda m, i, o: seen.append(first_tensor(o).var().item()))
+    found: dict[str, str] = {}
+    handles = [
+        modules[name].register_forward_hook(_calibrate(name, center, found))
+        for name in names
+        if isinstance(modules.get(name), CALIBRATED)
+    ]
     try:
-        call_model(model, data)
+        with preserved(model), torch.no_grad():
+            call_model(model, data)
     finally:
-        handle.remove()
-    return seen[0] if seen else float("nan")
+        for handle in handles:
+            handle.remove()
+    return [
+        Change("init", name, found[name]) if name in found else _skip(name, modules.get(name))
+        for name in names
+    ]
+
+
+def _skip(name: str, module: nn.Module | None) -> Change:
+    if not isinstance(module, CALIBRATED):
+        return Change("init", name, f"lsuv: no rescaling for {type(module).__name__}", skipped=True)
+    return Change("init", name, "lsuv: not called in the forward pass on the data", skipped=True)
+
+
+def _calibrate(name: str, center: bool, found: dict[str, str]) -> Callable[[nn.Module, Any, Any], Any]:
+    """A forward hook that rescales its layer on the first call and returns the rescaled output."""
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if name in found or not isinstance(output, Tensor) or not output.is_floating_point():
+            return None  # a layer called twice (shared weights) is fitted on its first call
+        weight, bias = module.weight, module.bias if isinstance(module.bias, Tensor) else None
+        assert isinstance(weight, Tensor)
+        shift = _broadcast(module, output, bias) if bias is not None else torch.zeros(())
+        product = output - shift  # the weight's part of the output
+        if center and bias is not None:
+            shift = -_broadcast(module, output, unit_means(module, product))
+        scale = _fit_scale(product, shift, scales_shift=center)
+        weight.mul_(scale)
+        if bias is not None:
+            bias.copy_(shift.reshape(-1) * (scale if center else 1.0))
+        centred = "each unit centred, " if center and bias is not None else ""
+        found[name] = f"lsuv: {centred}scaled to unit output variance"
+        return product * scale + shift * (scale if center else 1.0)
+
+    return hook
+
+
+def _fit_scale(product: Tensor, shift: Tensor, scales_shift: bool) -> float:
+    """The factor for the weight that gives ``product * s + shift`` (or ``(product + shift) * s``
+    when the shift scales too) unit variance."""
+    if scales_shift:
+        variance = (product + shift).var().item()
+        return variance**-0.5 if variance > TINY else 1.0
+    scale = 1.0
+    for _ in range(MAX_ITERATIONS):  # a fixed bias: the variance is not quadratic in the scale
+        current = (product * scale + shift).var().item()
+        if not current > TINY or abs(current - 1) < TOLERANCE / 10:
+            break
+        scale /= current**0.5
+    return scale
+
+
+def unit_means(module: nn.Module, output: Tensor) -> Tensor:
+    """The mean of each output unit of ``module`` (a channel, for a convolution) over the batch and
+    positions: one value per unit, shaped like the bias.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> unit_means(nn.Conv2d(1, 3, 1), torch.arange(3.0).reshape(1, 3, 1, 1).expand(2, 3, 4, 4))
+        tensor([0., 1., 2.])
+    """
+    channel = _channel_dim(module, output)
+    return output.transpose(0, channel).reshape(output.shape[channel], -1).mean(dim=1)
+
+
+def _channel_dim(module: nn.Module, output: Tensor) -> int:
+    if isinstance(module, nn.modules.conv._ConvNd):  # [N, C, *spatial] or unbatched [C, *spatial]
+        return output.dim() - len(module.kernel_size) - 1
+    return output.dim() - 1
+
+
+def _broadcast(module: nn.Module, output: Tensor, values: Tensor) -> Tensor:
+    """``values`` (one per unit) shaped to broadcast against ``output``."""
+    shape = [1] * output.dim()
+    shape[_channel_dim(module, output)] = -1
+    return values.reshape(shape)

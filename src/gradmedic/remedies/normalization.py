@@ -14,8 +14,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
+from ..diagnosis.checkup import call_model, preserved
 from ..errors import ConfigError
 from ..layers import find_layers
 from .changes import Change, set_submodule
@@ -47,41 +51,87 @@ def make_norm(module: nn.Module, kind: str) -> nn.Module | None:
     return None
 
 
-def add_normalization(model: nn.Module, kind: str = "batch") -> list[Change]:
-    """Insert a normalization layer after each Linear/Conv layer except the output layer."""
+def add_normalization(model: nn.Module, kind: str = "batch", data: Any = None) -> list[Change]:
+    """Insert a normalization layer after each Linear/Conv layer except the output layer.
+
+    Args:
+        data: an example batch. With it, the output layer is the last layer the forward pass
+            calls and "already followed by a norm" means the next layer called is a norm layer;
+            without it both are read from the definition order (``named_modules``), which a
+            ``forward`` may not follow (a head defined before the body).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class HeadFirst(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = nn.Linear(8, 2)
+        ...         self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+        ...     def forward(self, x):
+        ...         return self.head(self.body(x))
+        >>> changes = add_normalization(HeadFirst(), data=torch.randn(16, 4))
+        >>> sorted(c.layer for c in changes if not c.skipped)
+        ['body.0', 'body.2']
+    """
     if kind not in ("batch", "layer"):
         raise ConfigError(f"kind={kind!r}: choose 'batch' (BatchNorm) or 'layer' (LayerNorm)")
     modules = dict(model.named_modules())
-    layers = [
+    order = _call_order(model, data) if data is not None else list(modules)
+    layers = _ordered(_weight_layers(model), order)
+    normalized_already = _followed_by_norm(modules, order)
+    changes = [
+        _normalize(model, name, modules[name], kind, name in normalized_already) for name in layers[:-1]
+    ]
+    if layers:
+        changes.append(Change("normalization", layers[-1], "the output layer keeps its scale", skipped=True))
+    return changes
+
+
+def _normalize(model: nn.Module, name: str, module: nn.Module, kind: str, followed: bool) -> Change:
+    norm = make_norm(module, kind)
+    if norm is None or followed:
+        reason = (
+            "already followed by a norm layer" if norm is not None else f"no norm for {type(module).__name__}"
+        )
+        return Change("normalization", name, reason, skipped=True)
+    norm.to(next(module.parameters()))  # the device and dtype of the layer
+    set_submodule(model, name, nn.Sequential(module, norm).train(module.training))
+    return Change(
+        "normalization", name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"
+    )
+
+
+def _weight_layers(model: nn.Module) -> list[str]:
+    """Layers with parameters of their own that are not norm layers (definition order)."""
+    modules = dict(model.named_modules())
+    return [
         layer.name
         for layer in find_layers(model)
         if layer.kind == "param" and not isinstance(modules[layer.name], NORM_TYPES)
     ]
-    normalized_already = _followed_by_norm(model)
-    changes = []
-    for name in layers[:-1]:
-        module = modules[name]
-        norm = make_norm(module, kind)
-        if norm is None or name in normalized_already:
-            reason = (
-                "already followed by a norm layer"
-                if norm is not None
-                else f"no norm for {type(module).__name__}"
-            )
-            changes.append(Change("normalization", name, reason, skipped=True))
-            continue
-        norm.to(next(module.parameters()))  # the device and dtype of the layer
-        set_submodule(model, name, nn.Sequential(module, norm).train(module.training))
-        changes.append(
-            Change(
-                "normalization",
-                name,
-                f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}",
-            )
-        )
-    if layers:
-        changes.append(Change("normalization", layers[-1], "the output layer keeps its scale", skipped=True))
-    return changes
+
+
+def _ordered(names: list[str], order: list[str]) -> list[str]:
+    """``names`` in ``order``; names ``order`` lacks (never called) first, so the last is called."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(names, key=lambda name: rank.get(name, -1))
+
+
+def _call_order(model: nn.Module, data: Any) -> list[str]:
+    """Names of the modules in the order their forward calls finish on ``data`` (first call each)."""
+    calls: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda m, args, out, name=name: calls.append(name))
+        for name, module in model.named_modules()
+    ]
+    try:
+        with preserved(model), torch.no_grad():
+            call_model(model, data)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(calls))
 
 
 def _describe(norm: nn.Module) -> str:
@@ -94,14 +144,15 @@ def _describe(norm: nn.Module) -> str:
     return f"LayerNorm({norm.normalized_shape[0]})"
 
 
-def _followed_by_norm(model: nn.Module) -> set[str]:
-    """Layers whose next module (in definition order) is already a norm layer."""
+def _followed_by_norm(modules: dict[str, nn.Module], order: list[str]) -> set[str]:
+    """Layers whose next module with parameters or statistics (in ``order``) is a norm layer."""
     followed, previous = set(), None
-    for name, module in model.named_modules():
-        if isinstance(module, NORM_TYPES) and previous is not None:
-            followed.add(previous)
-        if any(True for _ in module.parameters(recurse=False)) and not isinstance(module, NORM_TYPES):
-            previous = name
-        elif isinstance(module, NORM_TYPES):
+    for name in order:
+        module = modules[name]
+        if isinstance(module, NORM_TYPES):
+            if previous is not None:
+                followed.add(previous)
             previous = None
+        elif any(True for _ in module.parameters(recurse=False)):
+            previous = name
     return followed

@@ -121,7 +121,11 @@ def treat(
         allow: remedy families to use (``init``, ``activation``, ``normalization``,
             ``residual``, ``recurrent``, ``clipping``); all by default. ``["init"]`` keeps the
             architecture as it is.
-        in_place: change ``model`` itself instead of a copy.
+        in_place: change ``model`` itself instead of a copy. A remedy that is undone puts back
+            the very module and parameter objects the model had, and the initialisation changes
+            values in place, so an optimizer built before ``treat`` keeps updating the model's
+            original layers; a kept structural remedy (normalization, residual, recurrent) adds
+            parameters that such an optimizer does not hold: build the optimizer after ``treat``.
         suggest_lr: run :func:`gradmedic.find_lr` on the treated model (needs targets or loss_fn).
     """
     allowed = _allowed(allow)
@@ -187,7 +191,7 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
         state.changes.append(Change("clipping", "(training)", f"clip the gradient norm to {CLIP_NORM}: "
                                     "gradmedic.clip_gradients(optimizer) or clip_grad_norm_"))  # fmt: skip
         return
-    backup = copy.deepcopy(state.model)
+    backup = Snapshot(state.model)
     changes = apply_family(state.model, family, inputs, state.report)
     made = applied(changes)
     state.changes += [c for c in changes if c.skipped]
@@ -196,11 +200,11 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
     try:
         new_shapes = output_shapes(state.model, inputs)
     except ModelError as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
-        _restore(state.model, backup)
+        backup.restore()
         state.changes.append(Change(family, "", f"undone: the model no longer runs ({error})", skipped=True))
         return
     if new_shapes != shapes:
-        _restore(state.model, backup)
+        backup.restore()
         state.changes.append(Change(family, "", "undone: it changed the output shapes", skipped=True))
         return
     after = checkup(state.model, inputs, targets, loss_fn)
@@ -209,7 +213,7 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
         state.report = after
         state.changes += made
     else:
-        _restore(state.model, backup)
+        backup.restore()
         state.changes.append(Change(family, "", f"undone: score {state.report.score:.2f} -> "
                                     f"{after.score:.2f} is no better", skipped=True))  # fmt: skip
 
@@ -224,7 +228,7 @@ def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> 
         return swap_activations(model, old=old, new=new, data=inputs)
     if family == "normalization":
         recurrent = any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules())
-        return add_normalization(model, "layer" if recurrent else "batch")
+        return add_normalization(model, "layer" if recurrent else "batch", inputs)
     if family == "residual":
         return add_residual(model, inputs)
     if family == "recurrent":
@@ -239,10 +243,53 @@ def _better(after: Report, before: Report) -> bool:
     return key(after) > key(before)
 
 
-def _restore(model: nn.Module, backup: nn.Module) -> None:
-    """Make ``model`` (the same object the caller holds) the backup again, structure included."""
-    model.__dict__.clear()
-    model.__dict__.update(backup.__dict__)
+class Snapshot:
+    """A model's structure and values, to put back after a remedy that did not help.
+
+    Restoring puts back the *same* module, parameter and buffer objects the model had (their
+    values copied back in place), so an optimizer or hook that holds them keeps working.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
+        >>> weight, snapshot = model[0].weight, Snapshot(model)
+        >>> model[0] = nn.Sequential(model[0], nn.LayerNorm(2))
+        >>> _ = nn.init.zeros_(weight)
+        >>> snapshot.restore()
+        >>> type(model[0]).__name__, model[0].weight is weight, bool(weight.abs().sum() > 0)
+        ('Linear', True, True)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.attributes = [(module, _registries(module)) for module in model.modules()]
+        self.values = [(t, t.detach().clone()) for module in model.modules() for t in _own_tensors(module)]
+
+    def restore(self) -> None:
+        """Every module's attributes as they were, then every tensor's values."""
+        for module, attributes in self.attributes:
+            module.__dict__.clear()
+            for key, (value, contents) in attributes.items():
+                if contents is not None:  # the same dict object (hook handles point to it), refilled
+                    value.clear()
+                    value.update(contents)
+                module.__dict__[key] = value
+        with torch.no_grad():
+            for tensor, value in self.values:
+                tensor.copy_(value)
+
+
+def _registries(module: nn.Module) -> dict[str, tuple[Any, dict[Any, Any] | None]]:
+    """Each attribute of ``module``, with a copy of its contents when it is a dict (``_modules``,
+    ``_parameters``, hooks, ...): remedies change those in place."""
+    return {
+        key: (value, copy.copy(value) if isinstance(value, dict) else None)
+        for key, value in vars(module).items()
+    }
+
+
+def _own_tensors(module: nn.Module) -> list[Tensor]:
+    found = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return [t for t in found if t is not None]
 
 
 def output_shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
