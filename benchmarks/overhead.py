@@ -1,4 +1,4 @@
-"""Overhead of gradient monitors on CPU training steps, measured as ratios in one run.
+"""Overhead of gradient monitors on training steps (CPU or CUDA), measured as ratios in one run.
 
 Each workload (a model, an optimizer, one fixed batch, a loss) is trained plainly and under
 each monitoring configuration, A/B interleaved. Every configuration gets its own replica of
@@ -15,6 +15,11 @@ analysis there). Timed: the steps and the work a monitor still owes for them at 
 block (gradmedic's final ``flush()``, which copies pending values to the host). After every
 block the benchmark checks that each monitor really recorded data, so a ratio near 1 cannot
 come from a monitor that did nothing.
+
+With ``--device cuda`` the workloads run on the GPU and nothing synchronises inside a block: each
+step is timed by a pair of CUDA events recorded around it (the time the GPU spends on the step,
+gaps waiting for the host's launches included), read once the block is over; the final flush
+is timed on the host between two synchronisations (the timing boundaries).
 
 Run ``python benchmarks/overhead.py --help`` for the options; see ``benchmarks/README.md``.
 """
@@ -42,10 +47,10 @@ import torch
 from torch import Tensor, nn
 
 import gradmedic
-from gradmedic.monitor import ALL_STATS
+from gradmedic.monitor import ALL_STATS, DEFAULT_OPTIONS
 
 SEED = 0
-THREADS = 2  # intra-op threads: the default of --threads
+THREADS = 1  # intra-op threads, the default of --threads: two spin-waiting threads thrash on shared cores
 
 # -- workloads ---------------------------------------------------------------------------------
 
@@ -73,6 +78,18 @@ class Workload:
         self.model.load_state_dict(self._initial["model"])
         self.optimizer.load_state_dict(self._initial["optimizer"])
         torch.manual_seed(SEED)
+
+    def to(self, device: torch.device) -> Workload:
+        """Move the model, the batch and the initial state to ``device`` (before any step)."""
+        self.model.to(device)
+        self.inputs, self.targets = self.inputs.to(device), self.targets.to(device)
+        self.__post_init__()
+        return self
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the model has recurrent layers (they have statistics through time)."""
+        return any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in self.model.modules())
 
 
 def _batch(*shape: int, classes: int = 10) -> tuple[Tensor, Tensor]:
@@ -253,15 +270,28 @@ class TorchmortemSession(Plain):
 
 @dataclass(frozen=True)
 class Config:
-    """A named way of training: how to open a session, and what it must have recorded."""
+    """A named way of training: how to open a session, what it must have recorded, and on which
+    workloads it runs (all of them unless ``applies`` says otherwise)."""
 
     name: str
     open: Callable[[Workload], Session]
     required: tuple[str, ...] = ()
+    applies: Callable[[Workload], bool] = lambda workload: True
 
 
-def _gradmedic(name: str, options: dict[str, Any], required: tuple[str, ...]) -> Config:
-    return Config(name, lambda w: GradmedicSession(w, options), required)
+def _gradmedic(
+    name: str,
+    options: dict[str, Any],
+    required: tuple[str, ...],
+    applies: Callable[[Workload], bool] | None = None,
+) -> Config:
+    if applies is None:
+        return Config(name, lambda w: GradmedicSession(w, options), required)
+    return Config(name, lambda w: GradmedicSession(w, options), required, applies)
+
+
+#: Every statistic on every step, but the statistics through time on their default schedule.
+ALL_BUT_TIME = {**ALL_STATS, "time_every": DEFAULT_OPTIONS["time_every"]}
 
 
 def _torchmortem(preset: str) -> Config:
@@ -279,10 +309,12 @@ def torchmortem_available() -> bool:
 
 def build_configs(with_torchmortem: bool) -> list[Config]:
     """The plain baseline first, then every monitoring configuration."""
+    all_stats = ("signal_norm", "act_mean", "update_ratio")
     configs = [
         Config("plain", lambda w: Plain()),
         _gradmedic("gradmedic default", {}, ("signal_norm", "weight_grad_norm")),
-        _gradmedic("gradmedic all", ALL_STATS, ("signal_norm", "act_mean", "update_ratio")),
+        _gradmedic("gradmedic all", ALL_STATS, all_stats),
+        _gradmedic("gradmedic all, time sampled", ALL_BUT_TIME, all_stats, lambda w: w.recurrent),
         Config("lightning-style grad_norm", GradNormSession, ("grad_norm",)),
     ]
     if with_torchmortem:
@@ -312,23 +344,45 @@ class Lane:
     session: Session = field(default_factory=Plain)
     seconds: float = 0.0
     recorded: dict[str, int] = field(default_factory=dict)
+    events: list[tuple[Any, Any]] = field(default_factory=list)
+
+    @property
+    def cuda(self) -> bool:
+        return self.workload.inputs.is_cuda
 
     def open(self) -> None:
         """Reset the replica and attach the configuration (not timed)."""
         self.workload.reset()
         self.seconds = 0.0
+        self.events = []
         self.session = self.config.open(self.workload)
 
     def step(self, timed: bool) -> None:
-        start = time.perf_counter()
-        train_step(self.workload, self.session)
-        if timed:
-            self.seconds += time.perf_counter() - start
+        """One training step; on CUDA timed by events (no synchronisation), else by the host clock."""
+        if not timed:
+            train_step(self.workload, self.session)
+        elif self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            train_step(self.workload, self.session)
+            end.record()
+            self.events.append((start, end))
+        else:
+            begin = time.perf_counter()
+            train_step(self.workload, self.session)
+            self.seconds += time.perf_counter() - begin
 
     def sync(self) -> None:
-        start = time.perf_counter()
+        """The work still owed (gradmedic's flush), timed between two synchronisations on CUDA."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.seconds += sum(start.elapsed_time(end) for start, end in self.events) / 1e3
+            self.events = []
+        begin = time.perf_counter()
         self.session.sync()
-        self.seconds += time.perf_counter() - start
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - begin
 
     def close(self) -> None:
         """Detach (not timed) and keep what the monitor recorded."""
@@ -382,11 +436,13 @@ class WorkloadResult:
 def measure_workload(
     build: Callable[[], Workload], configs: list[Config], args: argparse.Namespace
 ) -> WorkloadResult:
-    """Run ``args.blocks`` interleaved blocks of every configuration on one workload."""
-    lanes = [Lane(config, build()) for config in configs]
+    """Run ``args.blocks`` interleaved blocks of every configuration that applies to one workload."""
+    device = torch.device(args.device)
+    lanes = [Lane(config, build().to(device)) for config in configs]
+    lanes = [lane for lane in lanes if lane.config.applies(lane.workload)]
     name = lanes[0].workload.name
     run_block(lanes[:1], args.warmup, args.warmup, 0)  # settle the allocator and caches
-    seconds: dict[str, list[float]] = {c.name: [] for c in configs}
+    seconds: dict[str, list[float]] = {lane.config.name: [] for lane in lanes}
     recorded: dict[str, dict[str, int]] = {}
     for block in range(args.blocks):
         run_block(lanes, args.warmup, args.steps, block)
@@ -412,6 +468,8 @@ def summarise(result: WorkloadResult, configs: list[Config]) -> dict[str, Any]:
     plain = result.seconds["plain"]
     ratios = {}
     for config in configs[1:]:
+        if config.name not in result.seconds:
+            continue
         per_block = [t / p for t, p in zip(result.seconds[config.name], plain, strict=True)]
         ratios[config.name] = {**summary(per_block), "per_block": per_block}
     plain_ms = {key: value * 1e3 for key, value in summary(plain).items()}
@@ -428,7 +486,8 @@ def format_table(results: dict[str, dict[str, Any]], configs: list[Config]) -> s
     rows = [header]
     for name, result in results.items():
         cells = [name, f"{result['plain_ms']['median']:.2f}"]
-        cells += [format_ratio(result["ratios"][c.name]) for c in configs[1:]]
+        ratios = result["ratios"]
+        cells += [format_ratio(ratios[c.name]) if c.name in ratios else "-" for c in configs[1:]]
         rows.append(cells)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [_align(row, widths) for row in rows]
@@ -452,11 +511,19 @@ def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, An
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
+        "device": device_name(args.device),
         "blocks": args.blocks,
         "steps": args.steps,
         "warmup": args.warmup,
         "configs": [c.name for c in configs],
     }
+
+
+def device_name(device: str) -> str:
+    """``"CPU"``, or the CUDA device's name."""
+    if torch.device(device).type == "cuda":
+        return f"CUDA {torch.cuda.get_device_name(torch.device(device))}"
+    return "CPU"
 
 
 def _version(package: str) -> str | None:
@@ -476,6 +543,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per block (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per block (default %(default)s)")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")
     parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
@@ -488,6 +556,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
     if min(args.blocks, args.steps, args.threads) < 1 or args.warmup < 0:
         parser.error("--blocks, --steps and --threads must be >= 1, --warmup >= 0")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r}: give cpu or cuda (cuda:1 for the second GPU)")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device!r}: give cpu or cuda (cuda:1 for the second GPU)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here (torch.cuda.is_available() is False)")
     return args
 
 
@@ -504,12 +580,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = build_configs(with_torchmortem)
     if not with_torchmortem:
         print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.set_device(torch.device(args.device))  # the events are recorded on its stream
     results = {}
     for name in args.workloads:
         results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
     print(
-        f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}; ratio = monitored / plain "
-        f"step time, median [IQR] over {args.blocks} interleaved blocks of {args.steps} steps"
+        f"{device_name(args.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
+        f"ratio = monitored / plain step time, median [IQR] over {args.blocks} interleaved blocks of "
+        f"{args.steps} steps"
     )
     print(format_table(results, configs))
     if args.json is not None:

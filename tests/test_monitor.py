@@ -314,7 +314,7 @@ def test_loss_after_optimizer_step_with_flush_every_step():
 # -- 2. observing changes nothing -------------------------------------------------------------
 
 
-def _train(name: str, optimizer_name: str, watched: str, steps: int = 4):
+def _train(name: str, optimizer_name: str, watched: str, steps: int = 4, options: dict | None = None):
     torch.manual_seed(0)
     case = ZOO[name]()
     model = case.model
@@ -325,7 +325,8 @@ def _train(name: str, optimizer_name: str, watched: str, steps: int = 4):
         optimizer = torch.optim.Adam(params, lr=0.01)
     monitor = None
     if watched != "plain":
-        monitor = gradmedic.watch(model, optimizer if watched == "optimizer" else None, **ALL_STATS)
+        given = optimizer if watched == "optimizer" else None
+        monitor = gradmedic.watch(model, given, **(ALL_STATS if options is None else options))
     torch.manual_seed(1)
     losses = []
     for _ in range(steps):
@@ -340,6 +341,7 @@ def _train(name: str, optimizer_name: str, watched: str, steps: int = 4):
         monitor.detach()
         history = monitor.history
         assert history.array("signal_norm")[0].tolist() == list(range(steps))
+    if monitor is not None and options is None:
         assert history.array("act_mean")[0].tolist() == list(range(steps))
         assert len(history.array("update_ratio")[0]) >= steps - 1
     state = {key: value.detach().clone() for key, value in model.state_dict().items()}
@@ -359,6 +361,15 @@ def test_observing_changes_nothing(name, optimizer_name, watched):
     assert not torch.equal(plain_losses[0], plain_losses[-1])  # it did train
 
 
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "lstm"])
+def test_observing_with_the_default_options_changes_nothing(name):
+    """12 steps: activation modules hooked and unhooked, the weights copied on steps 0 and 10."""
+    plain_losses, plain_state = _train(name, "adam", "plain", steps=12)
+    losses, state = _train(name, "adam", "optimizer", steps=12, options={})
+    assert all(torch.equal(a, b) for a, b in zip(losses, plain_losses))
+    assert all(torch.equal(state[key], plain_state[key]) for key in state)
+
+
 # -- 4. bad input gets a clear error -----------------------------------------------------------
 
 
@@ -376,7 +387,7 @@ def test_model_with_nothing_to_observe_is_a_model_error():
         gradmedic.watch(nn.Sequential(nn.Identity(), nn.Flatten()))
 
 
-@pytest.mark.parametrize("option", ["every", "activations_every", "updates_every"])
+@pytest.mark.parametrize("option", ["every", "activations_every", "updates_every", "time_every"])
 @pytest.mark.parametrize("value", [0, -3])
 def test_schedule_of_zero_or_less_is_a_config_error(option, value):
     with pytest.raises(ConfigError) as info:
@@ -397,6 +408,7 @@ def test_non_positive_sizes_are_config_errors(option, value):
     [
         ("evry", "every"),
         ("activation_every", "activations_every"),
+        ("times_every", "time_every"),
         ("log_pth", "log_path"),
         ("max_row", "max_rows"),
     ],
@@ -669,6 +681,8 @@ def test_log_and_callable_schedules_and_none():
 
 def test_defaults_record_signal_every_step_and_the_rest_every_ten():
     assert DEFAULT_OPTIONS["every"] == 1 and DEFAULT_OPTIONS["activations_every"] == 10
+    assert DEFAULT_OPTIONS["time_every"] == 100  # the replay through time costs about a step
+    assert ALL_STATS == {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
     case = mlp()
     history = _run(case, 12, torch.optim.SGD(case.model.parameters(), lr=0.05))
     assert history.array("signal_norm")[0].tolist() == list(range(12))
@@ -764,3 +778,76 @@ def test_layer_returning_a_parameter_is_hooked_once_per_step_and_unhooked():
         rtol=1e-6,  # two float32 norm kernels
     )
     assert not model.prompt.weight._backward_hooks
+
+
+# -- 10. what a step costs: hooks only where needed, buffers reused -----------------------------
+
+
+def test_activation_modules_are_hooked_only_on_the_steps_that_observe_them():
+    case = mlp(depth=3)  # "0" Linear, "1" Tanh, "2" Linear, "3" Tanh, "4" Linear
+    optimizer = torch.optim.SGD(case.model.parameters(), lr=0.05)
+    counts = []
+    with gradmedic.watch(case.model, optimizer, activations_every=3) as monitor:
+        for _ in range(4):
+            counts.append(count_module_hooks(case.model))
+            optimizer.zero_grad()
+            case.loss().backward()
+            optimizer.step()
+        assert count_module_hooks(case.model) == 3  # step 4 does not observe them
+    assert counts == [5, 3, 3, 5] and count_module_hooks(case.model) == 0
+    assert monitor.history.array("act_mean")[0].tolist() == [0, 3]
+    signal = monitor.history.array("signal_norm")[1]
+    assert np.isfinite(signal[[0, 3]]).all() and np.isnan(signal[[1, 2]][:, [1, 3]]).all()
+
+
+def test_activation_modules_get_their_forward_order_without_activation_statistics():
+    case = swapped()  # "late" Linear, "act" Tanh, "early" Linear; called early, act, late
+    with gradmedic.watch(case.model, activations_every=None) as monitor:
+        for _ in range(2):
+            case.model.zero_grad()
+            case.loss().backward()
+            monitor.step()
+        assert count_module_hooks(case.model) == 2  # seen once at step 0: no hook from step 1 on
+    assert [layer.forward_index for layer in monitor.history.layers] == [2, 1, 0]
+    assert "act_mean" not in monitor.history.metrics
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False], ids=["optimizer", "step-only"])
+def test_update_ratio_follows_parameters_frozen_or_thawed_between_steps(with_optimizer):
+    case = mlp(depth=3)
+    model = case.model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = []
+    with gradmedic.watch(model, optimizer if with_optimizer else None, updates_every=1) as monitor:
+        for step in range(4):
+            model[2].weight.requires_grad_(step % 2 == 0)  # the copy of the weights changes layout
+            optimizer.zero_grad()
+            loss = case.loss()
+            loss.backward()
+            monitor.step(loss)
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            optimizer.step()
+            expected.append(_ratio_row(model, monitor.layers, before))
+        if not with_optimizer:  # the update of the last step is measured at the next step()
+            case.loss().backward()
+            monitor.step()
+    steps, values = monitor.history.array("update_ratio")
+    assert steps.tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(values, np.array(expected), rtol=1e-4, equal_nan=True)
+
+
+def test_batches_of_different_sizes_each_get_their_own_rms():
+    case = mlp(depth=2, width=6)
+    monitor = gradmedic.watch(case.model, **ALL_STATS)
+    for batch in (5, 9, 5, 2):
+        x, target = torch.randn(batch, 5), torch.randn(batch, 3)
+        resized = Case(case.model, (x,), lambda out, target=target: (out - target).pow(2).mean())
+        monitor.detach()
+        expected = reference(resized)
+        monitor.attach()
+        case.model.zero_grad()
+        loss = resized.loss()
+        loss.backward()
+        monitor.step(loss)
+        assert_matches_reference(monitor.history, expected)
+    monitor.detach()

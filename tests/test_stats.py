@@ -43,14 +43,33 @@ def test_squared_norm_equals_sum_of_squares(shape, seed, scale, dtype):
     assert result.item() == pytest.approx(_exact_sq(tensor), rel=1e-5)
 
 
+@pytest.fixture(params=[False, True], ids=["denormals", "flush-denormal"])
+def flush_denormal(request):
+    """Run with and without ``torch.set_flush_denormal(True)`` (the benchmark turns it on)."""
+    torch.set_flush_denormal(request.param)
+    yield request.param
+    torch.set_flush_denormal(False)  # torch's default
+
+
 @pytest.mark.parametrize("value", [1e-20, 1e-25, 1e-35])
-def test_vanishing_values_do_not_underflow_to_zero(value):
+def test_vanishing_values_do_not_underflow_to_zero(value, flush_denormal):
     """float32 squares of 1e-20 are 1e-40: below the smallest normal float32 (flushed to 0)."""
     tensor = torch.full((64, 32), value, dtype=torch.float32)
     exact = _exact_sq(tensor)
     assert stats.squared_norm(tensor).item() == pytest.approx(exact, rel=1e-6)
+    assert stats.norm(tensor).item() == pytest.approx(math.sqrt(exact), rel=1e-6)
     both = stats.squared_norms([tensor, torch.ones(3)])
     assert both[0].item() == pytest.approx(exact, rel=1e-6) and both[1].item() == pytest.approx(3.0)
+    norms = stats.norms([torch.ones(4), tensor, tensor.double()])
+    assert norms.tolist() == pytest.approx([2.0, math.sqrt(exact), math.sqrt(exact)], rel=1e-6)
+    alternating = tensor * torch.tensor([1.0, -1.0]).repeat(16)  # mean 0: the spread is all of it
+    assert stats.mean_std(alternating)[1].item() == pytest.approx(value, rel=1e-5)
+
+
+def test_norms_of_half_precision_tensors_do_not_overflow():
+    big = torch.full((100, 100), 1000.0, dtype=torch.float16)  # norm 1e5 > float16's largest 65504
+    norms = stats.norms([big, torch.ones(2, dtype=torch.bfloat16)])
+    assert norms.tolist() == pytest.approx([1e5, 2**0.5], rel=1e-5)
 
 
 def test_squared_norm_of_non_contiguous_tensor():
@@ -213,6 +232,22 @@ def test_mean_std_of_a_constant_is_zero_std():
     assert (mean.item(), std.item()) == (7.0, 0.0)
 
 
+@pytest.mark.parametrize("spread", [1e-2, 1e-4, 1e-6])
+def test_mean_std_of_a_large_mean_with_a_small_spread(spread):
+    """E[x^2] - mean^2 cancels here (a saturated sigmoid: outputs all near 1): two passes are used."""
+    values = 1.0 - spread * torch.rand(4096, generator=torch.Generator().manual_seed(0))
+    mean, std = stats.mean_std(values)
+    exact = values.double()
+    assert mean.item() == pytest.approx(exact.mean().item(), rel=1e-6)
+    assert std.item() == pytest.approx(exact.std(unbiased=False).item(), rel=1e-3)
+
+
+def test_mean_std_of_non_finite_values_is_not_finite():
+    mean, std = stats.mean_std(torch.tensor([1.0, math.inf]))
+    assert mean.item() == math.inf and math.isnan(std.item())
+    assert all(math.isnan(v.item()) for v in stats.mean_std(torch.tensor([1.0, math.nan])))
+
+
 @pytest.mark.parametrize(
     ("module", "has_saturated", "has_dead"),
     [(None, False, False), (nn.Tanh(), True, False), (nn.ReLU(), False, True), (nn.ReLU6(), True, True)],
@@ -242,3 +277,27 @@ def test_activation_stats_of_integer_output_and_no_grad():
     assert row[:2].tolist() == pytest.approx([4.0, math.sqrt(5.0)])
     x = torch.randn(4, 3, requires_grad=True)
     assert not stats.activation_stats(torch.tanh(x), nn.Tanh()).requires_grad
+
+
+def test_host_activation_stats_equal_the_tensor_ones_and_reuse_any_scratch():
+    x = _randn((16, 3, 5), 7, 3.0)
+    scratch = torch.full((1000,), 7.0)  # larger than the output, and dirty: only a view is written
+    for module in (nn.Tanh(), nn.ReLU6(), nn.ReLU(), nn.Sigmoid(), None):
+        output = module(x) if module is not None else x
+        kind = stats.activation_kind(module)
+        expected = stats.activation_stats(output, module)
+        for buffer in (None, scratch, torch.empty(output.shape)):
+            values = stats.host_activation_stats(output, kind, buffer)
+            np.testing.assert_allclose(values, expected.double().numpy(), rtol=1e-6)
+    assert stats.activation_kind(nn.Tanh()) == stats.ActivationKind(stats.saturation_band(nn.Tanh()), False)
+    assert stats.activation_kind(None) == stats.ActivationKind(None, False)
+
+
+def test_relu6_outputs_near_zero_are_not_saturated():
+    """Regression: ``|y - 3| >= 3`` in float32 counted y = 1e-7 as saturated (2.9999999 rounds to 3)."""
+    y = torch.tensor([1e-7, 1e-6, 5.9999, 0.0, 6.0, 3.0])
+    assert stats.saturated_fraction(y, stats.saturation_band(nn.ReLU6())).item() == pytest.approx(2 / 6)
+
+
+def test_dead_fraction_of_an_empty_batch_is_zero():
+    assert stats.dead_fraction(torch.zeros(0, 4)).item() == 0.0

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "every": 1,
     "activations_every": 10,
     "updates_every": 10,
+    "time_every": 100,
     "flush_every": 32,
     "max_rows": 4096,
     "log_path": None,
@@ -74,7 +76,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 #: Options for "every statistic on every step" (what the checkup uses).
-ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1}
+ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Monitor:
         every: schedule of the cheap statistics (backprop signal, weight-gradient norms, loss).
         activations_every: schedule of the activation statistics.
         updates_every: schedule of the update-to-weight ratio.
+        time_every: schedule of the statistics through time of recurrent layers (see below).
         flush_every: how many steps values stay on the device before they are copied to the host.
         max_rows: rows kept per metric before older rows are thinned.
         log_path: if given, a JSON Lines file the history is streamed to at each flush.
@@ -127,11 +130,19 @@ class Monitor:
     A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
 
     Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` and the cells) also get, on the steps of
-    the activation schedule, their backprop signal at each time step and their gate statistics
-    (``time_signal``, ``time_length``, ``gate_mean``, ``gate_saturated``; see
-    :mod:`gradmedic.recurrent_stats`). For the fused layers this replays the recurrence once
-    after the backward pass, about the cost of one more forward and backward pass of that layer;
-    call :meth:`step` (or let the optimizer's ``step()`` do it) before the weights change.
+    the ``time_every`` schedule (default: every 100 steps), their backprop signal at each time step
+    and their gate statistics (``time_signal``, ``time_length``, ``gate_mean``,
+    ``gate_saturated``; see :mod:`gradmedic.recurrent_stats`). For the fused layers this replays
+    the recurrence once after the backward pass, step by step, which costs about as much as one
+    more training step of that layer: hence a schedule of its own, sparser than the activation
+    statistics'. Call :meth:`step` (or let the optimizer's ``step()`` do it) before the weights
+    change.
+
+    Cost: on a recorded step the statistics are computed on the device with a few fused kernels
+    (one ``torch._foreach_norm`` over the weight gradients, one norm per layer output in the
+    backward pass) and kept there; nothing is copied to the host and the host never waits for
+    the device until a flush, which copies every pending value in one non-blocking transfer per
+    device and synchronises once.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
@@ -150,6 +161,7 @@ class Monitor:
         self._signal_schedule: Schedule = as_schedule(opts["every"], "every")
         self._acts_schedule: Schedule = as_schedule(opts["activations_every"], "activations_every")
         self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
+        self._time_schedule: Schedule = as_schedule(opts["time_every"], "time_every")
         self._flush_every = _positive_int(opts["flush_every"], "flush_every")
         self.layers: list[LayerInfo] = find_layers(model)
         params = [name for name, _ in model.named_parameters()]
@@ -168,13 +180,25 @@ class Monitor:
             self._reducer = Reducer(widths, self._flush_every)
         self._writer = self._reducer is None or self._reducer.rank == 0
         self._hooks = HookSet()
+        self._activation_hooks = HookSet()
+        self._activation_modules: list[tuple[int, nn.Module]] = []
+        self._activations_seen = False
         self._modules: list[nn.Module] = []
         self._params: list[nn.Parameter] = []
-        self._snapshot: list[Tensor] | None = None
+        self._is_activation = [layer.kind == "activation" for layer in self.layers]
+        self._kinds: list[stats.ActivationKind] = []
+        self._param_layer: list[int] = []
+        self._weights = _WeightCopy()
+        self._constants: dict[tuple[Any, ...], Tensor] = {}
+        self._masks: dict[tuple[Any, ...], Any] = {}
+        self._scratch: Tensor | None = None
+        self._scratch_views: dict[torch.Size, Tensor] = {}
+        self._snapshot = False
         self._attached = False
         self._step = 0
         self._pending: list[_StepRecord] = []
         self._leaf_hooks: dict[tuple[int, int], Any] = {}
+        self._node_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
         self._forward_seen = False
         self._reset_step_state()
@@ -214,11 +238,14 @@ class Monitor:
             raise ModelError("the model of this monitor was garbage-collected; watch a live model")
         try:
             self._register(model)
+            self._attached = True
+            self._start_step()
         except BaseException:
+            self._attached = False
             self._hooks.remove()
+            self._activation_hooks.remove()
+            self._activation_modules = []
             raise
-        self._attached = True
-        self._start_step()
         if self._writer and self._log_path is not None and not self._log_path.exists():
             with self._log_path.open("w", encoding="utf-8") as out:
                 write_line(out, self._history.header())
@@ -226,12 +253,20 @@ class Monitor:
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
-        self._hooks.remove()
+        try:
+            self._hooks.remove()
+        finally:
+            self._activation_hooks.remove()
         self._remove_leaf_hooks()
         self._attached = False
         self._modules = []
+        self._activation_modules = []
         self._params = []
-        self._snapshot = None
+        self._snapshot = False
+        self._weights = _WeightCopy()
+        self._constants = {}
+        self._scratch = None
+        self._scratch_views = {}
         if self._time is not None:
             self._time.reset()
         self.flush()
@@ -266,8 +301,10 @@ class Monitor:
     def flush(self) -> None:
         """Copy pending values to the host, into the history (and the log file and sinks, if any).
 
-        In a distributed run this is a collective (every rank must call it): the ranks reduce
-        their pending steps together; :meth:`detach` calls it.
+        One non-blocking copy per device, then one synchronisation: the only place, with reading
+        :attr:`history`, where the host waits for the device. In a distributed run this is a
+        collective (every rank must call it): the ranks reduce their pending steps together;
+        :meth:`detach` calls it.
         """
         records, self._pending = self._pending, []
         if self._reducer is not None:
@@ -310,25 +347,53 @@ class Monitor:
     # -- hooks -----------------------------------------------------------------------------
 
     def _register(self, model: nn.Module) -> None:
+        """Register one forward hook per layer (and the optimizer's step hooks); everything the
+        hooks look up per call is computed here, once."""
         modules = dict(model.named_modules())
         self._modules = [modules[layer.name] for layer in self.layers]
         self._params = list(model.parameters())
         self._param_layer = _param_layer_index(model, self.layers)
-        self._node_hooks: dict[tuple[int, int], Any] = {}
+        self._kinds = [
+            stats.activation_kind(module if is_activation else None)
+            for module, is_activation in zip(self._modules, self._is_activation)
+        ]
+        self._node_hooks = {}
+        self._constants = {}
         recurrent = set(self._time.layers) if self._time is not None else set()
+        on_and_off = not all(self._is_activation)  # a param layer's hook marks every forward pass
+        self._activation_modules = []
         for index, module in enumerate(self._modules):
             if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
                 hook = functools.partial(self._on_recurrent_forward, index)
                 self._hooks.add(module.register_forward_hook(hook, with_kwargs=True))
-                continue
-            hook = functools.partial(self._on_forward, index)
-            self._hooks.add(module.register_forward_hook(hook))
+            elif on_and_off and self._is_activation[index]:
+                self._activation_modules.append((index, module))  # hooked by _place_activation_hooks
+            else:
+                self._hooks.add(module.register_forward_hook(functools.partial(self._on_forward, index)))
         optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
         if optimizer is not None:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
-        self._snapshot = None
-        self._index_cache: dict[tuple[int, ...], Tensor] = {}
+        self._snapshot = False
+
+    def _place_activation_hooks(self) -> None:
+        """Hook the activation modules on the steps that observe them, and until each was seen once
+        (for the forward order); on the other steps they run without a hook, at no cost."""
+        wanted = self._acts_on or not self._all_activations_seen()
+        if wanted == (len(self._activation_hooks) > 0):
+            return
+        if not wanted:
+            self._activation_hooks.remove()
+            return
+        for index, module in self._activation_modules:
+            hook = functools.partial(self._on_forward, index)
+            self._activation_hooks.add(module.register_forward_hook(hook))
+
+    def _all_activations_seen(self) -> bool:
+        if not self._activations_seen:
+            seen = [self.layers[i].forward_index >= 0 for i, _ in self._activation_modules]
+            self._activations_seen = all(seen)
+        return self._activations_seen
 
     def _on_forward(self, index: int, module: nn.Module, args: object, output: object) -> None:
         if not self._attached or not torch.is_grad_enabled():
@@ -343,36 +408,62 @@ class Monitor:
             self._start_step()  # the GradScaler skipped the last step: its numbers are dropped
         if not self._forward_seen:
             self._first_forward(output)
-        self._forward_seen = True
         layer = self.layers[index]
         if layer.forward_index < 0:
             layer.forward_index = self._forward_calls
             self._forward_calls += 1
         # Activation modules follow the activation schedule for their signal too: the signal
         # at their output is close to the one at the parametrised layer next to them.
-        is_activation = layer.kind == "activation"
-        want_signal = self._acts_on if is_activation else self._signal_on
-        if not (want_signal or self._acts_on):
+        acts_on = self._acts_on
+        want_signal = acts_on if self._is_activation[index] else self._signal_on
+        if not (want_signal or acts_on):
             return
-        tensors = [output] if isinstance(output, Tensor) else _float_tensors(output)
+        if isinstance(output, Tensor):
+            if want_signal and output.requires_grad:
+                self._hook_gradient(index, output)
+            if acts_on and output.is_floating_point():
+                self._acts.setdefault(index, []).append(self._activation_row(index, output))
+            return
+        tensors = _float_tensors(output)
         if want_signal:
             for tensor in tensors:
                 if tensor.requires_grad:
                     self._hook_gradient(index, tensor)
-        if self._acts_on and tensors:
-            activation = module if is_activation else None
-            self._acts.setdefault(index, []).append(stats.activation_stats(tensors[0], activation))
+        if acts_on and tensors:
+            self._acts.setdefault(index, []).append(self._activation_row(index, tensors[0]))
+
+    def _activation_row(self, index: int, output: Tensor) -> Tensor | list[float]:
+        """Activation statistics of one call: host floats on CPU, a device tensor elsewhere."""
+        kind = self._kinds[index]
+        if not output.is_cpu:
+            return stats.activation_stats(output, kind)
+        scratch = self._scratch_for(output) if kind.band is not None else None
+        return stats.host_activation_stats(output, kind, scratch)
+
+    def _scratch_for(self, output: Tensor) -> Tensor:
+        """A float32 CPU buffer shaped like ``output`` for the saturation count, kept between calls:
+        one flat buffer as large as the largest output, and a view of it per shape."""
+        view = self._scratch_views.get(output.shape)
+        if view is not None:
+            return view
+        if self._scratch is None or self._scratch.numel() < output.numel():
+            self._scratch = torch.empty(output.numel(), dtype=torch.float32)
+            self._scratch_views = {}
+        if len(self._scratch_views) >= _CACHE_SIZE:
+            self._scratch_views = {}
+        view = self._scratch_views[output.shape] = self._scratch[: output.numel()].view(output.shape)
+        return view
 
     def _on_recurrent_forward(self, index: int, module: nn.Module, args: tuple[object, ...],
                               kwargs: dict[str, object], output: object) -> None:  # fmt: skip
         """Recurrent layers: the usual statistics, then the per-step signal and the gates (on the
-        activation schedule)."""
+        ``time_every`` schedule)."""
         self._on_forward(index, module, args, output)
-        if self._attached and self._acts_on and self._time is not None and torch.is_grad_enabled():
+        if self._attached and self._time_on and self._time is not None and torch.is_grad_enabled():
             self._time.on_forward(index, module, args, kwargs, output)
 
     def _hook_gradient(self, index: int, tensor: Tensor) -> None:
-        """Have the gradient w.r.t. ``tensor`` (as it is now) reported to :meth:`_on_grad`.
+        """Have the gradient w.r.t. ``tensor`` (as it is now) reported to :meth:`_on_node_grad`.
 
         A pre-hook on the autograd node that made the tensor sees the same gradient as a tensor
         hook registered now (before any in-place change), at a third of the cost.
@@ -390,21 +481,21 @@ class Monitor:
         node.register_prehook(hook)
 
     def _remove_leaf_hooks(self) -> None:
+        if not self._leaf_hooks:
+            return
         handles, self._leaf_hooks = list(self._leaf_hooks.values()), {}
         for handle in handles:
             handle.remove()
 
     def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
         grad = grad_outputs[output_nr]
-        if grad is not None:
-            self._on_grad(index, grad)
+        if grad is not None and self._attached:
+            self._signal_index.append(index)
+            self._signal_norms.append(stats.norm(grad))  # now, while the gradient is in cache
+            self._signal_numel[index] += grad.numel()
 
     def _on_grad(self, index: int, grad: Tensor) -> None:
-        if not self._attached:
-            return
-        self._signal_index.append(index)
-        self._signal_sq.append(stats.squared_norm(grad))  # now, while the gradient is in cache
-        self._signal_numel[index] += grad.numel()
+        self._on_node_grad(index, 0, (grad,))
 
     def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
         if _closure_given(args, kwargs):  # forward and backward run inside step(): collect after
@@ -423,6 +514,7 @@ class Monitor:
 
     def _first_forward(self, output: object) -> None:
         """At the first forward call of a step: the low-precision dtype, the scaler's round."""
+        self._forward_seen = True
         tensors = _float_tensors(output)
         self._low_dtype: torch.dtype | None = _low_precision_dtype(tensors[0]) if tensors else None
         if self._low_dtype is not None:
@@ -468,9 +560,9 @@ class Monitor:
     def _reset_step_state(self) -> None:
         self._forward_seen = False
         self._signal_index: list[int] = []
-        self._signal_sq: list[Tensor] = []
+        self._signal_norms: list[Tensor] = []
         self._signal_numel = [0] * len(self.layers)
-        self._acts: dict[int, list[Tensor]] = {}
+        self._acts: dict[int, list[Tensor | list[float]]] = {}
         self._record = _StepRecord(self._step)
         self._pending_loss: Tensor | None = None
         self._closure_step = False
@@ -484,6 +576,9 @@ class Monitor:
         self._reset_step_state()
         self._signal_on = self._signal_schedule(self._step)
         self._acts_on = self._acts_schedule(self._step)
+        self._time_on = self._time is not None and self._time_schedule(self._step)
+        if self._attached:
+            self._place_activation_hooks()
 
     def _collect_backward(self, snapshot: bool = True) -> None:
         """Gather this step's backprop signal and weight gradients (before the update)."""
@@ -496,7 +591,7 @@ class Monitor:
         if self._acts_on and self._low_dtype is not None:
             self._put_underflow(record)
         self._put_activations(record)
-        if self._time is not None:
+        if self._time is not None and self._time_on:
             for metric, (values, observed) in self._time.collect(self._unscaled).items():
                 record.put(metric, values, observed)
         if snapshot:
@@ -504,7 +599,7 @@ class Monitor:
 
     def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
-            self._snapshot = self._trainable_copy()
+            self._snapshot = self._weights.take(self._params)
 
     def _refuse_unseen_forward(self) -> None:
         """Gradients without a forward pass through the hooks: compiled code ran instead."""
@@ -521,12 +616,12 @@ class Monitor:
         self._put_update_ratio(record)
         loss = loss if loss is not None else self._pending_loss
         if loss is not None and self._signal_on:
-            record.put("loss", _as_row(loss), np.ones(1, dtype=bool))
+            record.put("loss", _as_row(loss), _ONE)
         if record.values:
             self._pending.append(record)
         self._last_closed = record
         if self._optimizer_ref is None and self._update_schedule(self._step):
-            self._snapshot = self._trainable_copy()
+            self._snapshot = self._weights.take(self._params)
         self._step += 1
         self._start_step()
         if self._reducer is not None:
@@ -553,7 +648,7 @@ class Monitor:
         if self._forward_seen or last is None:
             self._pending_loss = _as_row(loss)
         elif "loss" not in last.values and self._signal_schedule(last.step):
-            last.put("loss", _as_row(loss), np.ones(1, dtype=bool))
+            last.put("loss", _as_row(loss), _ONE)
             if not self._is_pending(last):  # already flushed: the loss goes on its own
                 loss_only = _StepRecord(last.step)
                 loss_only.put("loss", last.values["loss"], last.observed["loss"])
@@ -574,34 +669,44 @@ class Monitor:
     # -- statistics of one step ------------------------------------------------------------
 
     def _put_signal(self, record: _StepRecord) -> None:
+        """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
         n = len(self.layers)
-        if self._signal_sq:
-            groups = self._device_index(tuple(self._signal_index), self._signal_sq[0].device)
-            sq = stats.grouped_sums(torch.stack(self._signal_sq), groups, n)
+        numel = tuple(self._signal_numel)
+        observed = self._layer_mask(tuple(i for i, c in enumerate(numel) if c > 0))
+        if self._signal_norms:
+            norms = torch.stack(self._signal_norms)
+            device = norms.device
+            groups = self._constant(tuple(self._signal_index), torch.long, device)
+            sq = stats.grouped_sums(norms.double().square_(), groups, n)
         else:
-            sq = torch.zeros(n)
-        observed = np.array(self._signal_numel) > 0
+            device = torch.device("cpu")
+            sq = torch.zeros(n, dtype=torch.float64)
         sq = self._unscaled(sq)  # the backward pass ran on the scaled loss
-        numel = torch.tensor([max(c, 1) for c in self._signal_numel], dtype=sq.dtype, device=sq.device)
+        counts = self._constant(tuple(max(c, 1) for c in numel), torch.float64, device)
         record.put("signal_norm", sq.sqrt(), observed)
-        record.put("signal_rms", (sq / numel).sqrt(), observed)
+        record.put("signal_rms", sq.div_(counts).sqrt_(), observed)
 
     def _put_weight_grads(self, record: _StepRecord) -> None:
-        with_grad = [i for i, p in enumerate(self._params) if p.grad is not None]
+        """Per parameter and per layer, the norm of the weight gradient: one fused norm kernel."""
+        params = self._params
+        grads = [p.grad for p in params]
+        with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
         if not with_grad:
             return
-        grads = [self._params[i].grad for i in with_grad]
-        sq = self._unscaled(stats.squared_norms(grads), self._weight_grads_scaled())  # type: ignore[arg-type]
-        per_param = torch.zeros(len(self._params), dtype=sq.dtype, device=sq.device)
-        per_param[self._device_index(tuple(with_grad), sq.device)] = sq
-        observed_params = np.zeros(len(self._params), dtype=bool)
-        observed_params[with_grad] = True
-        layer_index = self._device_index(tuple(self._param_layer), sq.device)
-        per_layer = stats.grouped_sums(per_param, layer_index, len(self.layers))
-        observed_layers = np.zeros(len(self.layers), dtype=bool)
-        observed_layers[np.array(self._param_layer)[with_grad]] = True
-        record.put("param_grad_norm", per_param.sqrt(), observed_params)
-        record.put("weight_grad_norm", per_layer.sqrt(), observed_layers)
+        everything = len(with_grad) == len(grads)
+        present = grads if everything else [grads[i] for i in with_grad]
+        sq = stats.squared_norms(present)  # type: ignore[arg-type]
+        if self._scaler is not None:
+            sq = self._unscaled(sq, self._weight_grads_scaled())
+        device = sq.device
+        if not everything:
+            where = self._constant(with_grad, torch.long, device)
+            sq = torch.zeros(len(params), dtype=sq.dtype, device=device).index_copy_(0, where, sq)
+        layer_of = self._constant(tuple(self._param_layer), torch.long, device)
+        per_layer = stats.grouped_sums(sq, layer_of, len(self.layers))
+        observed_params, observed_layers = self._grad_masks(with_grad)
+        record.put("param_grad_norm", sq.sqrt(), observed_params)
+        record.put("weight_grad_norm", per_layer.sqrt_(), observed_layers)
 
     def _put_underflow(self, record: _StepRecord) -> None:
         """Per layer, the fraction of non-zero weight-gradient values below the low dtype's smallest normal.
@@ -620,7 +725,7 @@ class Monitor:
         if scale is not None and not self._weight_grads_scaled():
             tiny = torch.finfo(self._low_dtype).tiny / scale.to(grads[0].device, torch.float32)  # type: ignore[union-attr]
         under, nonzero = stats.underflow_counts(grads, tiny)  # type: ignore[arg-type]
-        groups = self._device_index(tuple(self._param_layer[i] for i in with_grad), under.device)
+        groups = self._constant(tuple(self._param_layer[i] for i in with_grad), torch.long, under.device)
         n = len(self.layers)
         under, nonzero = stats.grouped_sums(under, groups, n), stats.grouped_sums(nonzero, groups, n)
         fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
@@ -629,52 +734,107 @@ class Monitor:
         record.put("grad_underflow", fraction, observed)
 
     def _put_activations(self, record: _StepRecord) -> None:
-        if not self._acts:
+        """Per layer, the mean of its calls' activation statistics (NaN rows for the others)."""
+        acts, self._acts = self._acts, {}
+        if not acts:
             return
-        n = len(self.layers)
-        rows = torch.full((n, len(stats.ACTIVATION_FIELDS)), float("nan"))
-        device = next(iter(self._acts.values()))[0].device
-        rows = rows.to(device)
-        observed = np.zeros(n, dtype=bool)
-        for index, calls in self._acts.items():
-            rows[index] = torch.stack(calls).mean(dim=0)
-            observed[index] = True
+        rows = {index: _mean_row(calls) for index, calls in acts.items()}
+        width = len(stats.ACTIVATION_FIELDS)
+        devices = [row.device for row in rows.values() if isinstance(row, Tensor)]
+        if not devices:  # CPU: one tensor for the whole step, from host floats
+            nan_row = [math.nan] * width
+            block = torch.tensor([rows.get(i, nan_row) for i in range(len(self.layers))], dtype=torch.float32)
+        else:  # on the device of the first such layer (a model spread over devices is gathered there)
+            device = devices[0]
+            nan = self._constant((math.nan,) * width, torch.float32, device)
+            tensors = [_on_device(rows[i], device) if i in rows else nan for i in range(len(self.layers))]
+            block = torch.stack(tensors)
+        observed = self._layer_mask(tuple(sorted(acts)))
         for column, metric in enumerate(stats.ACTIVATION_FIELDS):
-            record.put(metric, rows[:, column], observed)
-        self._acts = {}
+            record.put(metric, block[:, column], observed)
 
     def _put_update_ratio(self, record: _StepRecord) -> None:
-        if self._snapshot is None:
+        """Per layer, ``||w_after - w_before|| / ||w_before||`` across the update just made."""
+        if not self._snapshot:
             return
-        before, self._snapshot = self._snapshot, None
-        trainable = self._trainable()
+        self._snapshot = False
+        trainable, before = self._weights.indices, self._weights.buffers
         after = [self._params[i].detach() for i in trainable]
-        delta_sq = stats.squared_norms(torch._foreach_sub(after, before))
         weight_sq = stats.squared_norms(before)
-        groups = self._device_index(tuple(self._param_layer[i] for i in trainable), delta_sq.device)
+        torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
+        delta_sq = stats.squared_norms(before)
+        groups = self._constant(tuple(self._param_layer[i] for i in trainable), torch.long, delta_sq.device)
         n = len(self.layers)
         weight_sq = stats.grouped_sums(weight_sq, groups, n)
-        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt()
+        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt_()
         ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
-        observed = np.zeros(n, dtype=bool)
-        observed[[self._param_layer[i] for i in trainable]] = True
+        observed = self._layer_mask(tuple(sorted({self._param_layer[i] for i in trainable})))
         if self._optimizer_ref is None:  # the update measured now was made from the last step
             record = self._pending_record_of_last_step()
         record.put("update_ratio", ratio, observed)
 
-    def _trainable(self) -> list[int]:
-        return [i for i, p in enumerate(self._params) if p.requires_grad]
-
-    def _trainable_copy(self) -> list[Tensor]:
-        return [self._params[i].detach().clone() for i in self._trainable()]
-
-    def _device_index(self, indices: tuple[int, ...], device: torch.device) -> Tensor:
-        key = (*indices, -1, hash(device))
-        cached = self._index_cache.get(key)
+    def _constant(self, values: tuple[Any, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A small constant tensor on ``device``, made once and copied there without a host sync."""
+        key = (values, dtype, device)
+        cached = self._constants.get(key)
         if cached is None:
-            cached = torch.tensor(indices, dtype=torch.long, device=device)
-            self._index_cache[key] = cached
+            if len(self._constants) >= _CACHE_SIZE:  # e.g. output sizes that change every step
+                self._constants.clear()
+            cached = self._constants[key] = _to_device(torch.tensor(values, dtype=dtype), device)
         return cached
+
+    def _layer_mask(self, columns: tuple[int, ...]) -> np.ndarray:
+        """A read-only mask over the layers, True at ``columns``, shared by the steps that have the same."""
+        return self._mask(len(self.layers), columns)
+
+    def _grad_masks(self, with_grad: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of the parameters with a gradient and of the layers they belong to."""
+        masks = self._masks.get(("grads", with_grad))
+        if masks is None:
+            layers = tuple(sorted({self._param_layer[i] for i in with_grad}))
+            masks = (self._mask(len(self._params), with_grad), self._layer_mask(layers))
+            self._masks[("grads", with_grad)] = masks
+        return masks
+
+    def _mask(self, width: int, columns: tuple[int, ...]) -> np.ndarray:
+        key = (width, columns)
+        mask = self._masks.get(key)
+        if mask is None:
+            if len(self._masks) >= _CACHE_SIZE:
+                self._masks.clear()
+            mask = np.zeros(width, dtype=bool)
+            mask[list(columns)] = True
+            mask.flags.writeable = False
+            self._masks[key] = mask
+        return mask
+
+
+class _WeightCopy:
+    """A copy of the trainable weights before an update, in buffers reused from one copy to the next.
+
+    ``take`` copies with one ``torch._foreach_copy_`` (no allocation once the buffers exist);
+    the update ratio then turns the copy into the update in place with ``torch._foreach_sub_``.
+    """
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.buffers: list[Tensor] = []
+
+    def take(self, params: list[nn.Parameter]) -> bool:
+        """Copy the parameters that require a gradient; return True."""
+        indices = [i for i, p in enumerate(params) if p.requires_grad]
+        sources = [params[i].detach() for i in indices]
+        if indices != self.indices or not _same_layout(self.buffers, sources):
+            self.indices, self.buffers = indices, [torch.empty_like(t) for t in sources]
+        if sources:
+            torch._foreach_copy_(self.buffers, sources)
+        return True
+
+
+def _same_layout(buffers: list[Tensor], sources: list[Tensor]) -> bool:
+    return len(buffers) == len(sources) and all(
+        b.shape == s.shape and b.dtype == s.dtype and b.device == s.device for b, s in zip(buffers, sources)
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -754,6 +914,39 @@ def _low_precision_dtype(output: Tensor) -> torch.dtype | None:
     return output.dtype if output.dtype in (torch.float16, torch.bfloat16) else None
 
 
+#: How many small constants (index tensors, masks) a monitor keeps before it starts over.
+_CACHE_SIZE = 256
+
+#: The observed mask of a one-column metric (the loss).
+_ONE = np.ones(1, dtype=bool)
+_ONE.flags.writeable = False
+
+
+def _mean_row(calls: list[Tensor | list[float]]) -> Tensor | list[float]:
+    """The mean of the activation statistics of a layer's calls in one step (all on one device)."""
+    if len(calls) == 1:
+        return calls[0]
+    tensors = [call for call in calls if isinstance(call, Tensor)]
+    if tensors:
+        return torch.stack(tensors).mean(dim=0)
+    return [sum(column) / len(calls) for column in zip(*calls)]
+
+
+def _on_device(row: Tensor | list[float], device: torch.device) -> Tensor:
+    if isinstance(row, Tensor):
+        return row.to(device, non_blocking=True)
+    return _to_device(torch.tensor(row, dtype=torch.float32), device)
+
+
+def _to_device(host: Tensor, device: torch.device) -> Tensor:
+    """``host`` (a new CPU tensor) on ``device``; to CUDA through pinned memory, without a host sync."""
+    if device.type == "cpu":
+        return host
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
 def _as_row(value: Tensor | float) -> Tensor:
     if isinstance(value, Tensor):
         return value.detach().reshape(-1)[:1].float()
@@ -764,30 +957,64 @@ def _flush_records(
     records: list[_StepRecord], history: History
 ) -> tuple[list[tuple[str, int, np.ndarray]], list[NonFiniteEvent]]:
     """Move the records' values to the host, append them to ``history``; return rows and events."""
-    by_metric: dict[str, list[_StepRecord]] = {}
-    for record in records:
+    host = _host_copies(records)
+    by_metric: dict[str, list[int]] = {}
+    for k, record in enumerate(records):
         for metric in record.values:
-            by_metric.setdefault(metric, []).append(record)
+            by_metric.setdefault(metric, []).append(k)
     written: list[tuple[str, int, np.ndarray]] = []
     events: list[NonFiniteEvent] = []
     for metric, group in by_metric.items():
-        group.sort(key=lambda r: r.step)
+        group.sort(key=lambda k: records[k].step)
+        steps = [records[k].step for k in group]
         if metric in TIME_METRICS:  # rows as wide as each step's longest sequence: History fits them
-            for r in group:
-                row = r.values[metric].to("cpu", torch.float64).numpy()
-                history.append(metric, [r.step], row[None])
-                written.append((metric, r.step, row))
+            for k, step in zip(group, steps):
+                row = host[k][metric]
+                history.append(metric, [step], row[None])
+                written.append((metric, step, row))
             continue
-        stacked = torch.stack([r.values[metric].to("cpu", torch.float64) for r in group]).numpy()
-        observed = np.stack([r.observed[metric] for r in group])
+        stacked = np.stack([host[k][metric] for k in group])
+        observed = np.stack([records[k].observed[metric] for k in group])
         values = np.where(observed, stacked, np.nan)
-        steps = [r.step for r in group]
         history.append(metric, steps, values)
         events.extend(_find_non_finite(history, metric, steps, values, observed))
         written.extend(zip([metric] * len(steps), steps, values))
     for event in events:
         history.add_event(event)
     return written, events
+
+
+def _host_copies(records: list[_StepRecord]) -> list[dict[str, np.ndarray]]:
+    """Every value of ``records`` as a float64 NumPy row, in one copy per device.
+
+    The values of a device are concatenated there and copied at once; from CUDA the copy is
+    non-blocking (into pinned memory) and followed by the one synchronisation of the flush.
+    """
+    by_device: dict[torch.device, list[tuple[int, str, Tensor]]] = {}
+    for k, record in enumerate(records):
+        for metric, value in record.values.items():
+            by_device.setdefault(value.device, []).append((k, metric, value))
+    host: list[dict[str, np.ndarray]] = [{} for _ in records]
+    with torch.no_grad():
+        for device, items in by_device.items():
+            flat = _to_host(torch.cat([value.reshape(-1) for _, _, value in items]).double(), device)
+            offset = 0
+            for k, metric, value in items:
+                size = value.numel()
+                host[k][metric] = flat[offset : offset + size]
+                offset += size
+    return host
+
+
+def _to_host(values: Tensor, device: torch.device) -> np.ndarray:
+    """A host copy of ``values``: non-blocking from CUDA, then one synchronisation."""
+    if device.type == "cpu":
+        return values.numpy()
+    if device.type == "cuda":
+        copy = values.to("cpu", non_blocking=True)  # lands in pinned memory
+        torch.cuda.current_stream(device).synchronize()
+        return copy.numpy()
+    return values.cpu().numpy()
 
 
 #: Metrics whose non-finite values are reported. Saturated/dead fractions are NaN where they do

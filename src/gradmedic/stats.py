@@ -1,8 +1,11 @@
 """Pure tensor functions behind every number gradmedic records.
 
 Nothing here keeps state or touches hooks: each function takes tensors and returns a tensor on
-the same device, so no value is copied to the host. The monitor and the checkup call them; the
-tests compare each one with a plain autograd computation.
+the same device, so no value is copied to the host and, on an accelerator, the host never waits
+for the device (:func:`host_activation_stats`, for CPU tensors only, returns Python floats). On
+CPU a few functions read a value to choose a path (a norm small enough to have underflowed): the
+value is in host memory already, so that costs no synchronisation. The monitor and the checkup
+call them; the tests compare each one with a plain autograd computation.
 
 Example:
     >>> import torch
@@ -26,7 +29,7 @@ from torch import Tensor, nn
 SATURATION_SLOPE = 0.05
 
 #: Below this norm, squares of float32 values underflow (the smallest normal float32 is 1.2e-38),
-#: so the norm is computed again in float64.
+#: so on CPU the norm is computed again in float64.
 TINY_NORM = 1e-18
 
 
@@ -35,12 +38,44 @@ def _accumulator(tensor: Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def squared_norm(tensor: Tensor) -> Tensor:
-    """Squared L2 norm of one tensor, as a 0-d float64 tensor on its device.
+#: Dtypes whose norm is accumulated in their own precision on CPU.
+_NATIVE = (torch.float32, torch.float64)
+
+
+def _wide(device: torch.device) -> torch.dtype:
+    """The dtype accelerators accumulate squares in: float64 (float32 on MPS, which has no float64)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def norm(tensor: Tensor) -> Tensor:
+    """L2 norm of one tensor, as a 0-d tensor on its device that has not underflowed.
 
     Vanishing gradients reach 1e-20 and below, where squaring float32 values underflows to
-    zero: on CPU such norms are computed again in float64 (a host check is free there); on an
-    accelerator the norm is accumulated in float64 directly, with no host synchronisation.
+    zero. On an accelerator the squares are accumulated in float64 inside one fused
+    ``torch._foreach_norm`` kernel (no copy of the tensor, no host synchronisation): the result
+    is float64. On CPU the float32 norm is read (the value is already in host memory: no
+    synchronisation) and, in the rare case it is below :data:`TINY_NORM`, computed again in
+    float64; the result is float32 or float64.
+
+    Example:
+        >>> norm(torch.tensor([3.0, 4.0])).item()
+        5.0
+        >>> norm(torch.full((4,), 1e-30)).item() > 0
+        True
+    """
+    if not tensor.is_cpu:
+        return torch._foreach_norm([tensor], 2, dtype=_wide(tensor.device))[0]
+    if tensor.dtype in _NATIVE:
+        value = torch.linalg.vector_norm(tensor)
+    else:
+        value = torch.linalg.vector_norm(tensor, dtype=torch.float32)
+    if value.item() < TINY_NORM:
+        return torch.linalg.vector_norm(tensor, dtype=torch.float64)
+    return value
+
+
+def squared_norm(tensor: Tensor) -> Tensor:
+    """Squared L2 norm of one tensor, as a 0-d float64 tensor on its device (see :func:`norm`).
 
     Example:
         >>> squared_norm(torch.tensor([3.0, 4.0])).item()
@@ -48,34 +83,44 @@ def squared_norm(tensor: Tensor) -> Tensor:
         >>> squared_norm(torch.full((4,), 1e-30)).item() > 0
         True
     """
-    if tensor.device.type != "cpu":
-        return torch.linalg.vector_norm(tensor, dtype=torch.float64).square()
-    norm = torch.linalg.vector_norm(tensor, dtype=_accumulator(tensor))
-    if norm.item() < TINY_NORM:
-        norm = torch.linalg.vector_norm(tensor, dtype=torch.float64)
-    return norm.double().square()
+    return norm(tensor).double().square()
+
+
+def norms(tensors: Sequence[Tensor]) -> Tensor:
+    """L2 norm of each tensor, as one 1-D float64 tensor on their device.
+
+    One fused ``torch._foreach_norm`` call (as ``clip_grad_norm_`` does). On an accelerator it
+    accumulates the squares in float64 in the kernel; on CPU one check on the stacked norms
+    (host memory: no synchronisation) finds the few below :data:`TINY_NORM`, which are computed
+    again in float64.
+
+    Example:
+        >>> [round(v, 4) for v in norms([torch.ones(4), torch.full((2, 2), 2.0)]).tolist()]
+        [2.0, 4.0]
+    """
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    tensors = list(tensors)
+    if not tensors[0].is_cpu:
+        return torch.stack(torch._foreach_norm(tensors, 2, dtype=_wide(tensors[0].device))).double()
+    if not {t.dtype for t in tensors}.issubset(_NATIVE):  # half precision: accumulate in float32
+        return torch.stack([norm(t) for t in tensors]).double()
+    values = torch.stack(torch._foreach_norm(tensors)).double()
+    tiny = values < TINY_NORM
+    if tiny.any():
+        for index in tiny.nonzero().flatten().tolist():
+            values[index] = torch.linalg.vector_norm(tensors[index], dtype=torch.float64)
+    return values
 
 
 def squared_norms(tensors: Sequence[Tensor]) -> Tensor:
-    """Squared L2 norm of each tensor, as one 1-D float64 tensor on their device.
-
-    One fused ``torch._foreach_norm`` call (as ``clip_grad_norm_`` does); on CPU the few norms
-    below :data:`TINY_NORM` are computed again in float64, as in :func:`squared_norm`.
+    """Squared L2 norm of each tensor, as one 1-D float64 tensor on their device (see :func:`norms`).
 
     Example:
         >>> [round(v, 4) for v in squared_norms([torch.ones(3), torch.full((2, 2), 2.0)]).tolist()]
         [3.0, 16.0]
     """
-    if not tensors:
-        return torch.zeros(0, dtype=torch.float64)
-    if tensors[0].device.type != "cpu":
-        return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=torch.float64)).square()
-    if any(t.dtype != _accumulator(t) for t in tensors):  # half precision: accumulate in float32
-        return torch.stack([squared_norm(t) for t in tensors])
-    norms = torch.stack([n.double() for n in torch._foreach_norm(list(tensors))])
-    for index in (norms < TINY_NORM).nonzero().flatten().tolist():
-        norms[index] = torch.linalg.vector_norm(tensors[index], dtype=torch.float64)
-    return norms.square()
+    return norms(tensors).square_()
 
 
 def grouped_sums(values: Tensor, groups: Tensor, n_groups: int) -> Tensor:
@@ -151,9 +196,35 @@ def saturated_fraction(output: Tensor, band: SaturationBand) -> Tensor:
         >>> saturated_fraction(y, saturation_band(nn.Sigmoid())).item()
         0.5
     """
-    distance = (output - band.center).abs_() if band.center else output.abs()
-    hits = distance >= band.radius if band.inclusive else distance > band.radius
-    return torch.count_nonzero(hits).float() / max(output.numel(), 1)
+    return _saturated_count(output, band).float() / max(output.numel(), 1)
+
+
+def _saturated_count(output: Tensor, band: SaturationBand, scratch: Tensor | None = None) -> Tensor:
+    """Values outside ``center +- radius``, compared with the two edges (no rounded distance:
+    ``|y - 3| >= 3`` would count a ReLU6 output of 1e-7 as saturated in float32).
+
+    The comparisons write 0/1 into a float32 scratch tensor that is summed: on CPU that runs
+    several times faster than comparisons into a bool tensor and ``count_nonzero``. ``scratch``
+    (a float32 tensor on the same device, of the output's shape or at least as large) saves
+    allocating it.
+    """
+    low, high = band.center - band.radius, band.center + band.radius
+    scratch = _scratch_like(output, scratch)
+    if band.inclusive:
+        below = torch.le(output, low, out=scratch).sum()
+        return below + torch.ge(output, high, out=scratch).sum()
+    below = torch.lt(output, low, out=scratch).sum()
+    return below + torch.gt(output, high, out=scratch).sum()
+
+
+def _scratch_like(output: Tensor, scratch: Tensor | None) -> Tensor:
+    """A float32 tensor shaped like ``output``: a view of ``scratch`` when it fits, else a new one."""
+    if scratch is not None and scratch.device == output.device:
+        if scratch.shape == output.shape:
+            return scratch
+        if scratch.numel() >= output.numel():
+            return scratch.view(-1)[: output.numel()].view(output.shape)
+    return torch.empty(output.shape, dtype=torch.float32, device=output.device)
 
 
 def dead_fraction(output: Tensor) -> Tensor:
@@ -166,50 +237,137 @@ def dead_fraction(output: Tensor) -> Tensor:
         >>> dead_fraction(torch.tensor([[0.0, 1.0], [0.0, 0.0]])).item()
         0.5
     """
-    zero = output <= 0
-    if output.dim() >= 2:
-        zero = zero.all(dim=0)
-    return torch.count_nonzero(zero).float() / max(zero.numel(), 1)
+    count, units = _dead_count(output)
+    return count.float() / units
+
+
+def _dead_count(output: Tensor) -> tuple[Tensor, int]:
+    """Dead units (largest value over the batch at most 0) and the number of units."""
+    top = output.amax(dim=0) if output.dim() >= 2 and output.shape[0] > 0 else output
+    return torch.count_nonzero(top <= 0), max(top.numel(), 1)
 
 
 #: Order of the values returned by :func:`activation_stats`.
 ACTIVATION_FIELDS = ("act_mean", "act_std", "act_saturated", "act_dead")
 
 
-@torch.no_grad()
-def activation_stats(output: Tensor, module: nn.Module | None) -> Tensor:
+@dataclass(frozen=True)
+class ActivationKind:
+    """What :func:`activation_stats` measures on a module's output: its saturation band (None:
+    it cannot saturate) and whether its units can die."""
+
+    band: SaturationBand | None = None
+    dies: bool = False
+
+
+def activation_kind(module: nn.Module | None) -> ActivationKind:
+    """The :class:`ActivationKind` of ``module`` (``None``: a layer that is not an activation).
+
+    Example:
+        >>> activation_kind(nn.ReLU())
+        ActivationKind(band=None, dies=True)
+    """
+    if module is None:
+        return ActivationKind()
+    return ActivationKind(saturation_band(module), can_die(module))
+
+
+def activation_stats(output: Tensor, module: nn.Module | ActivationKind | None) -> Tensor:
     """Mean, standard deviation (population), saturated and dead fractions of one output.
 
-    The two fractions are NaN where ``module`` cannot saturate or die.
+    The two fractions are NaN where ``module`` cannot saturate or die; ``module`` may also be
+    its :class:`ActivationKind`, found once with :func:`activation_kind`. The result is a
+    float32 tensor of 4 values on the output's device (on CPU, see :func:`host_activation_stats`).
 
     Example:
         >>> values = activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), nn.ReLU()).tolist()
         >>> [round(v, 3) for v in values]
         [1.5, 1.658, nan, 0.5]
     """
-    values = output.detach()
-    if not values.is_floating_point():
-        values = values.float()
+    kind = module if isinstance(module, ActivationKind) else activation_kind(module)
+    values = _float_values(output)
+    if values.is_cpu:
+        return torch.tensor(host_activation_stats(values, kind), dtype=torch.float32)
     mean, std = mean_std(values)
-    nan = torch.full((), float("nan"), device=values.device, dtype=torch.float32)
-    band = saturation_band(module) if module is not None else None
-    saturated = saturated_fraction(values, band) if band is not None else nan
-    dead = dead_fraction(values) if module is not None and can_die(module) else nan
+    nan = torch.full((), math.nan, device=values.device, dtype=torch.float32)
+    saturated = saturated_fraction(values, kind.band) if kind.band is not None else nan
+    dead = dead_fraction(values) if kind.dies else nan
     return torch.stack([mean.float(), std.float(), saturated, dead])
 
 
-def mean_std(values: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and population standard deviation, two-pass (centred) for accuracy.
+def host_activation_stats(output: Tensor, kind: ActivationKind, scratch: Tensor | None = None) -> list[float]:
+    """:func:`activation_stats` of a CPU tensor as four Python floats.
 
-    On CPU this is several times faster than ``torch.std_mean``.
+    The values are in host memory: reading the sums costs no synchronisation, and no tensor is
+    made for the result (the monitor makes one per step for every layer). ``scratch`` is as in
+    the saturation count: a float32 CPU tensor to reuse.
+
+    Example:
+        >>> host_activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), activation_kind(nn.ReLU()))[3]
+        0.5
+    """
+    values = _float_values(output)
+    mean, std = _host_mean_std(values)
+    saturated = dead = math.nan
+    if kind.band is not None:
+        saturated = _saturated_count(values, kind.band, scratch).item() / max(values.numel(), 1)
+    if kind.dies:
+        count, units = _dead_count(values)
+        dead = count.item() / units
+    return [mean, std, saturated, dead]
+
+
+def _float_values(output: Tensor) -> Tensor:
+    values = output.detach()
+    return values if values.is_floating_point() else values.float()
+
+
+def mean_std(values: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and population standard deviation, in one pass over ``values`` and without a copy.
+
+    On an accelerator this is ``torch.var_mean`` (Welford's update: one pass, stable). On CPU,
+    where that kernel is several times slower, it is the sum and the norm of the values,
+    ``var = E[x^2] - mean^2``; when that difference cancels (the spread is small next to the
+    values' size: :data:`CANCELLATION`), the centred two-pass formula is used instead.
 
     Example:
         >>> [round(v.item(), 4) for v in mean_std(torch.tensor([1.0, 3.0]))]
         [2.0, 1.0]
     """
-    mean = values.mean()
+    if not values.is_cpu:
+        var, mean = torch.var_mean(values, correction=0)
+        return mean, var.sqrt()
+    host_mean, host_std = _host_mean_std(values)
+    dtype = _accumulator(values)
+    return torch.tensor(host_mean, dtype=dtype), torch.tensor(host_std, dtype=dtype)
+
+
+#: The one-pass variance ``E[x^2] - mean^2`` is trusted when it keeps at least this fraction of
+#: ``E[x^2]``: float32 sums then leave it a relative error below 1e-5.
+CANCELLATION = 0.01
+
+
+def _host_mean_std(values: Tensor) -> tuple[float, float]:
+    """Mean and population std of a CPU tensor as Python floats (see :func:`mean_std`)."""
+    count = max(values.numel(), 1)
+    native = values.dtype in _NATIVE
+    mean = (values.sum() if native else values.sum(dtype=torch.float32)).item() / count
+    root = (torch.linalg.vector_norm(values) if native else norm(values)).item()
+    if root < TINY_NORM:  # the float32 squares underflowed
+        root = torch.linalg.vector_norm(values, dtype=torch.float64).item()
+    square_mean = root * root / count
+    var = square_mean - mean * mean
+    if not var >= CANCELLATION * square_mean:  # cancelled, or not finite
+        return mean, _centred_std(values, mean, count) if math.isfinite(mean) else math.nan
+    return mean, math.sqrt(var)
+
+
+def _centred_std(values: Tensor, mean: float, count: int) -> float:
+    """Two passes: the values minus the mean (rounded to their dtype), then the spread of that,
+    corrected for what the rounding of the mean left in it."""
     centred = (values - mean).reshape(-1)
-    return mean, (squared_norm(centred) / max(centred.numel(), 1)).sqrt()
+    offset = centred.sum(dtype=_accumulator(centred)).item() / count
+    return math.sqrt(max(squared_norm(centred).item() / count - offset * offset, 0.0))
 
 
 def underflow_counts(tensors: Sequence[Tensor], threshold: Tensor | float) -> tuple[Tensor, Tensor]:
