@@ -137,7 +137,12 @@ def test_ctrl_c_in_this_process_keeps_the_finished_cells(tmp_path: Path) -> None
 
 
 def run_in_subprocess(argv: list[str], count: int, **params) -> subprocess.Popen:
-    code = f"import sys, lab_fakes; sys.exit(lab_fakes.run_cli({argv!r}, {count}, **{params!r}))"
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited "ignore":
+    # give the child the handler a process started from a terminal has (Ctrl-C raises).
+    code = (
+        "import signal, sys, lab_fakes; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"sys.exit(lab_fakes.run_cli({argv!r}, {count}, **{params!r}))"
+    )
     return subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
