@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError, ModelError
 from ..history import History
+from ..hooks import HookSet
 from ..layers import require_module
 from ..monitor import Monitor
 from ..tracing import ActivationTracer
@@ -100,6 +101,22 @@ def build_report(evidence: Evidence, notes: list[str] | None = None) -> Report:
         for layer in evidence.layers
     ]
     return Report(run_rules(evidence), health_score(evidence), evidence.source, list(notes or []), layers)
+
+
+def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
+    """Call ``model`` on ``inputs`` once without gradients and return its output; the model is
+    left as found (see :func:`preserved`) and ``hooks`` are removed afterwards, even after an error.
+
+    Example:
+        >>> from gradmedic.hooks import HookSet
+        >>> layer, seen = nn.Linear(3, 2), []
+        >>> hooks = HookSet()
+        >>> hooks.add(layer.register_forward_hook(lambda m, args, out: seen.append(out.shape)))
+        >>> tuple(dry_run(layer, torch.randn(4, 3), hooks).shape), seen, len(hooks)
+        ((4, 2), [torch.Size([4, 2])], 0)
+    """
+    with hooks or HookSet(), preserved(model), torch.no_grad():
+        return call_model(model, inputs)
 
 
 def call_model(model: nn.Module, inputs: Any) -> Any:

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import call_model, preserved
+from ..diagnosis.checkup import dry_run
+from ..hooks import HookSet
 from .changes import Change
 
 CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
@@ -56,17 +57,11 @@ def rescale_to_unit_variance(
     """
     modules = dict(model.named_modules())
     found: dict[str, str] = {}
-    handles = [
-        modules[name].register_forward_hook(_calibrate(name, center, found))
-        for name in names
-        if isinstance(modules.get(name), CALIBRATED)
-    ]
-    try:
-        with preserved(model), torch.no_grad():
-            call_model(model, data)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = HookSet()
+    for name in names:
+        if isinstance(modules.get(name), CALIBRATED):
+            hooks.add(modules[name].register_forward_hook(_calibrate(name, center, found)))
+    dry_run(model, data, hooks)
     return [
         Change("init", name, found[name]) if name in found else _skip(name, modules.get(name))
         for name in names

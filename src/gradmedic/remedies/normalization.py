@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import call_model, preserved
+from ..diagnosis.checkup import dry_run
 from ..errors import ConfigError
+from ..hooks import HookSet
 from ..layers import find_layers
 from .changes import Change, set_submodule
 
@@ -121,16 +121,10 @@ def _ordered(names: list[str], order: list[str]) -> list[str]:
 def _call_order(model: nn.Module, data: Any) -> list[str]:
     """Names of the modules in the order their forward calls finish on ``data`` (first call each)."""
     calls: list[str] = []
-    handles = [
-        module.register_forward_hook(lambda m, args, out, name=name: calls.append(name))
-        for name, module in model.named_modules()
-    ]
-    try:
-        with preserved(model), torch.no_grad():
-            call_model(model, data)
-    finally:
-        for handle in handles:
-            handle.remove()
+    hooks = HookSet()
+    for name, module in model.named_modules():
+        hooks.add(module.register_forward_hook(lambda m, args, out, name=name: calls.append(name)))
+    dry_run(model, data, hooks)
     return list(dict.fromkeys(calls))
 
 

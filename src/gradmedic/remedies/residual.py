@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import call_model, preserved
+from ..diagnosis.checkup import dry_run
+from ..hooks import HookSet
 from .changes import Change
 
 WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
@@ -107,20 +108,15 @@ def _keeps_shape_by_size(layer: nn.Module) -> bool:
 def _block_shapes(model: nn.Module, data: Any) -> dict[str, bool]:
     """For the first layer of each block, whether the block's input and output shapes agree."""
     record: dict[str, bool] = {}
-    handles = []
+    hooks = HookSet()
     for name, module in model.named_modules():
         if isinstance(module, nn.Sequential):
             for block in _blocks(module):
                 first = f"{name}.{block[0]}" if name else str(block[0])
                 start, end = module[block[0]], module[block[-1]]
-                handles.append(_watch_block(start, end, first, record))
-    try:
-        with preserved(model), torch.no_grad():
-            call_model(model, data)
-    finally:
-        for pair in handles:
-            for handle in pair:
-                handle.remove()
+                for handle in _watch_block(start, end, first, record):
+                    hooks.add(handle)
+    dry_run(model, data, hooks)
     return record
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import LossFn, call_model, checkup, compute_loss
+from ..diagnosis.checkup import LossFn, checkup, compute_loss, dry_run
 from ..diagnosis.findings import Report, Severity
 from ..errors import ConfigError, ModelError
 from .activations import swap_activations
@@ -294,13 +294,7 @@ def _own_tensors(module: nn.Module) -> list[Tensor]:
 
 def output_shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
     """Shapes of the tensors the model returns for ``inputs`` (the model is left as it was)."""
-    from torch import no_grad
-
-    from ..diagnosis.checkup import preserved
-
-    with preserved(model), no_grad():
-        output = call_model(model, inputs)
-    return [tuple(t.shape) for t in _tensors(output)]
+    return [tuple(t.shape) for t in _tensors(dry_run(model, inputs))]
 
 
 def _tensors(output: Any) -> list[Tensor]:
