@@ -1,4 +1,5 @@
-"""What the integrations share: lazy imports with install advice, the flow picture, the report file.
+"""What the integrations share: lazy imports with install advice, the flow picture, the report file,
+the callbacks' settings and end-of-run work.
 
 Example:
     >>> require("json", "json", "tests").__name__
@@ -9,19 +10,21 @@ from __future__ import annotations
 
 import importlib
 import io
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..diagnosis import Report
     from ..history import History
+    from ..monitor import Monitor
 
 #: File name of the report an integration writes at the end of training.
 REPORT_NAME = "gradmedic_report.json"
@@ -117,6 +120,72 @@ def save_report(report: Report, directory: str | Path, name: str = REPORT_NAME) 
     path.parent.mkdir(parents=True, exist_ok=True)
     report.to_json(path)
     return path
+
+
+def _inputs_without_targets(batch: Any) -> tuple[Any, Any]:
+    return batch, None
+
+
+class CallbackCore:
+    """The settings, state, first-batch checkup and end-of-run report that the Lightning and Hugging
+    Face callbacks share; each subclass documents the settings and names its defaults for
+    ``batch_to_inputs`` and ``loss_fn`` (:attr:`default_batch_to_inputs`, :attr:`default_loss_fn`).
+    """
+
+    default_batch_to_inputs: BatchToInputs = staticmethod(_inputs_without_targets)
+    default_loss_fn: Callable[..., Any] | None = None
+
+    def __init__(
+        self,
+        *,
+        per_layer: bool = False,
+        series: Sequence[str] | None = None,
+        checkup_first_batch: bool = False,
+        batch_to_inputs: BatchToInputs | None = None,
+        loss_fn: Callable[..., Any] | None = None,
+        report_name: str | None = REPORT_NAME,
+        print_report: bool = True,
+        **watch_options: Any,
+    ) -> None:
+        super().__init__()
+        self.per_layer = per_layer
+        self.series = series
+        self.checkup_first_batch = checkup_first_batch
+        self.batch_to_inputs = batch_to_inputs or self.default_batch_to_inputs
+        self.loss_fn = loss_fn or self.default_loss_fn
+        self.report_name = report_name
+        self.print_report = print_report
+        self.watch_options = dict(watch_options)
+        self.monitor: Monitor | None = None
+        self.history: History | None = None
+        self.report: Report | None = None
+        self.checkup_report: Report | None = None
+        self.report_path: Path | None = None
+
+    def _checkup(self, model: nn.Module, first_batch: Callable[[], Any]) -> None:
+        """Check ``model`` up on ``first_batch()``; a failure is a warning, never an error (a
+        diagnostic must not stop the training it watches)."""
+        from ..diagnosis import checkup
+
+        try:
+            inputs, targets = self.batch_to_inputs(first_batch())
+            self.checkup_report = checkup(model, inputs, targets, self.loss_fn)
+        except Exception as error:
+            warnings.warn(f"gradmedic: the first-batch checkup failed: {error}", RuntimeWarning, stacklevel=3)
+            return
+        if self.print_report:
+            print("gradmedic checkup of the first batch:")
+            print(self.checkup_report)
+
+    def _report(self, monitor: Monitor, directory: str | Path) -> None:
+        """Diagnose the run, save the report into ``directory`` and print it, as the settings say."""
+        self.report = monitor.diagnose()  # the sinks log its health score
+        if self.report_name is not None:
+            self.report_path = save_report(self.report, directory, self.report_name)
+        if self.print_report:
+            print(self.report)
+            if self.report_path is not None:
+                print(f"gradmedic: report saved to {self.report_path}")
 
 
 class TrainerLogSink:

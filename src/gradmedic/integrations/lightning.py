@@ -22,16 +22,12 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from ..diagnosis import Report, checkup
-from ..history import History
 from ..monitor import Monitor
 from ..sinks import Sink
-from ._common import BatchToInputs, TrainerLogSink, default_batch_to_inputs, require, save_report
+from ._common import CallbackCore, TrainerLogSink, default_batch_to_inputs, require
 
 require("lightning", "lightning", "lightning")
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
@@ -62,7 +58,7 @@ class LoggerSink(TrainerLogSink):
             logger.save()
 
 
-class GradMedic(Callback):
+class GradMedic(CallbackCore, Callback):
     """Watch a LightningModule's gradients during ``fit``; diagnose at the end.
 
     Args:
@@ -86,34 +82,9 @@ class GradMedic(Callback):
         report_path: where the report was written.
     """
 
-    def __init__(
-        self,
-        *,
-        per_layer: bool = False,
-        series: Sequence[str] | None = None,
-        checkup_first_batch: bool = False,
-        batch_to_inputs: BatchToInputs | None = None,
-        loss_fn: Callable[..., Any] | None = None,
-        report_name: str | None = "gradmedic_report.json",
-        print_report: bool = True,
-        **watch_options: Any,
-    ) -> None:
-        super().__init__()
-        self.per_layer = per_layer
-        self.series = series
-        self.checkup_first_batch = checkup_first_batch
-        self.batch_to_inputs = batch_to_inputs or default_batch_to_inputs
-        self.loss_fn = loss_fn
-        self.report_name = report_name
-        self.print_report = print_report
-        self.watch_options = dict(watch_options)
-        self.monitor: Monitor | None = None
-        self.history: History | None = None
-        self._batch_is_step = False
-        self.report: Report | None = None
-        self.checkup_report: Report | None = None
-        self.report_path: Path | None = None
-        self._sink: LoggerSink | None = None
+    default_batch_to_inputs = staticmethod(default_batch_to_inputs)
+    _batch_is_step = False  # set when watching starts: without one optimizer each batch is a step
+    _sink: LoggerSink | None = None
 
     # -- Lightning hooks -------------------------------------------------------------------
 
@@ -126,7 +97,7 @@ class GradMedic(Callback):
         if self.monitor is not None:
             return
         if self.checkup_first_batch and trainer.is_global_zero:
-            self._checkup(pl_module, batch)
+            self._checkup(pl_module, lambda: batch)
         self.monitor = self._watch(trainer, pl_module)
 
     def on_train_batch_end(
@@ -145,8 +116,7 @@ class GradMedic(Callback):
             return
         monitor.flush()  # a collective under DDP: every rank is here
         if trainer.is_global_zero:
-            self.report = monitor.diagnose()  # the loggers get its health score
-            self._save(trainer)
+            self._report(monitor, trainer.log_dir or trainer.default_root_dir)
         monitor.detach()
         self.history = monitor.history
 
@@ -171,27 +141,6 @@ class GradMedic(Callback):
         optimizer = trainer.optimizers[0] if len(trainer.optimizers) == 1 else None
         self._batch_is_step = optimizer is None  # several optimizers: each batch is one step
         return Monitor(pl_module, optimizer, sinks=sinks, **options).attach()
-
-    def _checkup(self, pl_module: LightningModule, batch: Any) -> None:
-        try:
-            inputs, targets = self.batch_to_inputs(batch)
-            self.checkup_report = checkup(pl_module, inputs, targets, self.loss_fn)
-        except Exception as error:  # a diagnostic must not stop the training it watches
-            warnings.warn(f"gradmedic: the first-batch checkup failed: {error}", RuntimeWarning, stacklevel=2)
-            return
-        if self.print_report:
-            print("gradmedic checkup of the first batch:")
-            print(self.checkup_report)
-
-    def _save(self, trainer: Trainer) -> None:
-        assert self.report is not None
-        if self.report_name is not None:
-            directory = trainer.log_dir or trainer.default_root_dir
-            self.report_path = save_report(self.report, directory, self.report_name)
-        if self.print_report:
-            print(self.report)
-            if self.report_path is not None:
-                print(f"gradmedic: report saved to {self.report_path}")
 
 
 __all__ = ["GradMedic", "LoggerSink"]

@@ -24,18 +24,14 @@ Example:
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..diagnosis import Report, checkup
-from ..history import History
 from ..monitor import Monitor
 from ..sinks import Sink
-from ._common import BatchToInputs, TrainerLogSink, require, save_report
+from ._common import CallbackCore, TrainerLogSink, require
 
 require("transformers", "transformers", "transformers")
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments  # noqa: E402
@@ -78,7 +74,7 @@ def model_loss(output: Any, targets: Any = None) -> torch.Tensor:
     return loss
 
 
-class GradMedicCallback(TrainerCallback):
+class GradMedicCallback(CallbackCore, TrainerCallback):
     """Watch a Hugging Face model's gradients during ``Trainer.train``; diagnose at the end.
 
     Args:
@@ -101,39 +97,17 @@ class GradMedicCallback(TrainerCallback):
         report_path: where the report was written.
     """
 
-    def __init__(
-        self,
-        *,
-        per_layer: bool = False,
-        series: Sequence[str] | None = None,
-        checkup_first_batch: bool = False,
-        batch_to_inputs: BatchToInputs | None = None,
-        loss_fn: Callable[..., Any] | None = None,
-        report_name: str | None = "gradmedic_report.json",
-        print_report: bool = True,
-        **watch_options: Any,
-    ) -> None:
-        self.per_layer = per_layer
-        self.series = series
-        self.checkup_first_batch = checkup_first_batch
-        self.batch_to_inputs = batch_to_inputs or (lambda batch: (batch, None))
-        self.loss_fn = loss_fn or model_loss
-        self.report_name = report_name
-        self.print_report = print_report
-        self.watch_options = dict(watch_options)
-        self.monitor: Monitor | None = None
-        self.history: History | None = None
-        self.report: Report | None = None
-        self.checkup_report: Report | None = None
-        self.report_path: Path | None = None
-        self._has_optimizer = False
+    default_loss_fn = staticmethod(model_loss)
+    _has_optimizer = False  # set when training begins: whether a torch optimizer's hooks mark steps
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         model = kwargs["model"]
         if self.checkup_first_batch and state.is_world_process_zero:
-            self._checkup(model, kwargs.get("train_dataloader"), args)
+            loader, size = kwargs.get("train_dataloader"), args.per_device_train_batch_size
+            device = lambda: next(model.parameters()).device  # noqa: E731
+            self._checkup(model, lambda: _to_device(_first_batch(loader, size), device()))
         options = dict(self.watch_options)
         sinks: list[Sink] = [*(options.pop("sinks", None) or []), LogHistorySink(
             state, offset=state.global_step + 1, per_layer=self.per_layer, series=self.series)]  # fmt: skip
@@ -168,28 +142,9 @@ class GradMedicCallback(TrainerCallback):
             return
         monitor.flush()  # a collective in distributed training: every process is here
         if state.is_world_process_zero:
-            self.report = monitor.diagnose()  # the log history gets its health score
-            if self.report_name is not None:
-                self.report_path = save_report(self.report, args.output_dir or ".", self.report_name)
-            if self.print_report:
-                print(self.report)
-                if self.report_path is not None:
-                    print(f"gradmedic: report saved to {self.report_path}")
+            self._report(monitor, args.output_dir or ".")
         monitor.detach()
         self.history = monitor.history
-
-    def _checkup(self, model: torch.nn.Module, loader: Any, args: TrainingArguments) -> None:
-        try:
-            batch = _first_batch(loader, args.per_device_train_batch_size)
-            device = next(model.parameters()).device
-            inputs, targets = self.batch_to_inputs(_to_device(batch, device))
-            self.checkup_report = checkup(model, inputs, targets, self.loss_fn)
-        except Exception as error:  # a diagnostic must not stop the training it watches
-            warnings.warn(f"gradmedic: the first-batch checkup failed: {error}", RuntimeWarning, stacklevel=2)
-            return
-        if self.print_report:
-            print("gradmedic checkup of the first batch:")
-            print(self.checkup_report)
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
