@@ -902,4 +902,3 @@ def _time_signal_line(ax: Axes, label: str, profile: np.ndarray, color: str, rel
     _edge_marks(ax, x[np.isfinite(y) & (y == 0)], top=False, color=color)
     if 0 < horizon < len(values):
         ax.axvline(horizon, color=color, linestyle=":", linewidth=1.2)
-

@@ -16,11 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import platform
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,16 +31,42 @@ from .._version import __version__
 
 #: Bump when a change to the lab makes saved results incomparable (they are then recomputed).
 LAB_FORMAT = 1
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def versions() -> dict[str, str]:
-    """The library versions a result depends on; a saved cell with other versions is stale."""
+    """The library versions a result depends on; a saved cell with other versions is stale.
+
+    ``gradmedic_source`` fingerprints gradmedic's own code, so that an edited checkout (a
+    version number that did not move) still recomputes the cells its edits may change.
+    """
     return {
         "lab_format": str(LAB_FORMAT),
         "gradmedic": __version__,
+        "gradmedic_source": source_fingerprint(PACKAGE_ROOT),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+@functools.cache
+def source_fingerprint(root: Path) -> str:
+    """A 12-hex-digit hash of the names and contents of the ``.py`` files under ``root``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.py").write_text("x = 1")
+        >>> before = source_fingerprint.__wrapped__(folder)
+        >>> _ = (folder / "a.py").write_text("x = 2")
+        >>> before != source_fingerprint.__wrapped__(folder), len(before)
+        (True, 12)
+    """
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -253,8 +253,9 @@ SICK: dict[str, Row] = {
     "relu-mlp-24": mlp("relu-mlp-24", None, depth=24, activation="relu"),
     "tanh-mlp-32": mlp("tanh-mlp-32", None, depth=32, activation="tanh"),
     "sigmoid-cnn-6": Row("digits_image", "cnn", "sigmoid-cnn-6", {"depth": 6, "activation": "sigmoid"}),
-    "rnn-adding-50": Row("adding", "rnn", "rnn-adding-50", {"cell": "rnn", "hidden": 64, "length": 50},
-                         sequence=True),
+    "rnn-adding-50": Row(
+        "adding", "rnn", "rnn-adding-50", {"cell": "rnn", "hidden": 64, "length": 50}, sequence=True
+    ),
 }
 
 
