@@ -9,8 +9,8 @@ function a user would call, so the lab measures gradmedic's remedies themselves:
   -> activation, then Flatten and a Linear head;
 * ``rnn`` (sequences): ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (``cell``) with ``hidden`` units and
   a Linear head on the last step (digits_rows, adding) or on every step (copy);
-  ``cell="loop"`` is a tanh ``nn.RNNCell`` looped by hand, whose state can be layer-normalized
-  before it enters the next step (``layernorm=True``).
+  ``cell="loop"`` is a tanh ``nn.RNNCell`` looped by hand, layer-normalized with
+  ``layernorm=True`` (:class:`LayerNormRNNCell`).
 
 Params (all optional): ``activation`` (:data:`ACTIVATIONS`), ``init`` (``default``: PyTorch's
 own; else a :func:`gradmedic.reinit` scheme, ``lsuv`` with an example batch), ``norm``
@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -180,19 +181,39 @@ class SequenceNet(nn.Module):
         return self.head(out if self.every_step else out[:, -1])
 
 
-class LoopedRNN(nn.Module):
-    """A tanh ``nn.RNNCell`` looped over the steps; with ``layernorm`` the state is normalized
-    (``nn.LayerNorm``) before it enters the next step: ``h_t = tanh(W x_t + U LN(h_{t-1}) + b)``.
+class LayerNormRNNCell(nn.RNNCell):
+    """A tanh RNN cell with layer normalization of its summed input, as in Ba, Kiros & Hinton
+    (2016): ``h_t = tanh(LN(W x_t + U h_{t-1} + b))``.
 
-    The head reads the states themselves. (Normalizing the state the head reads too, ``h_t =
-    LN(tanh(...))``, did worse on the adding problem: 0.41 of the test sequences solved at 10
-    steps against 0.67, and 0.88 without LayerNorm.)
+    (Normalizing the state before it enters the step instead, ``tanh(W x_t + U LN(h_{t-1}) +
+    b)``, solved 0.67 and 0.85 of the adding problem's test sequences at 10 steps over two seeds,
+    against 0.97 and 0.94 with this cell and 0.88 and 0.96 without LayerNorm.)
+
+    Example:
+        >>> cell = LayerNormRNNCell(2, 4)
+        >>> h = cell(torch.randn(3, 2), torch.zeros(3, 4))
+        >>> tuple(h.shape), bool(h.abs().max() < 1)
+        ((3, 4), True)
     """
+
+    def __init__(self, n_inputs: int, hidden: int) -> None:
+        super().__init__(n_inputs, hidden)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        if hx is None:
+            hx = input.new_zeros(input.shape[0], self.hidden_size)
+        summed = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(hx, self.weight_hh, self.bias_hh)
+        return torch.tanh(self.norm(summed))
+
+
+class LoopedRNN(nn.Module):
+    """A tanh RNN cell looped over the steps (:class:`LayerNormRNNCell` with ``layernorm``); the
+    head reads the last state, or every state."""
 
     def __init__(self, n_inputs: int, hidden: int, n_outputs: int, every_step: bool, layernorm: bool) -> None:
         super().__init__()
-        self.cell = nn.RNNCell(n_inputs, hidden)
-        self.norm: nn.Module = nn.LayerNorm(hidden) if layernorm else nn.Identity()
+        self.cell = LayerNormRNNCell(n_inputs, hidden) if layernorm else nn.RNNCell(n_inputs, hidden)
         self.head = nn.Linear(hidden, n_outputs)
         self.every_step = every_step
 
@@ -200,7 +221,7 @@ class LoopedRNN(nn.Module):
         h = x.new_zeros(x.shape[0], self.cell.hidden_size)
         states = []
         for t in range(x.shape[1]):
-            h = self.cell(x[:, t], self.norm(h))
+            h = self.cell(x[:, t], h)
             states.append(h)
         return self.head(torch.stack(states, dim=1) if self.every_step else h)
 

@@ -164,8 +164,8 @@ def batchnorm(p: Preset) -> list[CellSpec]:
 
 
 def layernorm(p: Preset) -> list[CellSpec]:
-    """With and without LayerNorm: ReLU MLPs by depth, and a tanh RNN cell whose state is
-    normalized before each step, on the digits' rows (8 steps) and the adding problem."""
+    """With and without LayerNorm: ReLU MLPs by depth, and a tanh RNN cell whose summed input is
+    normalized at each step (Ba et al.), on the digits' rows (8 steps) and the adding problem."""
     lengths = [("digits_rows", 8), *(("adding", n) for n in p.pick([10], [10, 20]))]
     rnn = [Row(task, "rnn", "rnn+layernorm" if norm else "rnn",
                {"cell": "loop", "hidden": 64, "layernorm": norm, "length": length}, "length",
