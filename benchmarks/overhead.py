@@ -322,6 +322,17 @@ def build_configs(with_torchmortem: bool) -> list[Config]:
     return configs
 
 
+def select_configs(configs: list[Config], names: Sequence[str]) -> list[Config]:
+    """The plain baseline and the configurations named in ``names`` (all of them if empty)."""
+    if not names:
+        return configs
+    known = {config.name for config in configs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown configuration {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+    return [config for config in configs if config.name == "plain" or config.name in names]
+
+
 # -- measuring ---------------------------------------------------------------------------------
 
 
@@ -546,11 +557,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")
     parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
+    keep = "comma-separated configuration names to keep (default: all); plain always runs"
+    parser.add_argument("--configs", default="", help=keep)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
     args = parser.parse_args(argv)
     if args.quick:
         args.blocks, args.steps, args.warmup = 2, 2, 1
     args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    args.configs = [name.strip() for name in args.configs.split(",") if name.strip()]
     unknown = [name for name in args.workloads if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
@@ -577,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_torch(args.threads)
     with_torchmortem = not args.no_torchmortem and torchmortem_available()
-    configs = build_configs(with_torchmortem)
+    configs = select_configs(build_configs(with_torchmortem), args.configs)
     if not with_torchmortem:
         print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
     if torch.device(args.device).type == "cuda":

@@ -204,12 +204,17 @@ def _saturated_count(output: Tensor, band: SaturationBand, scratch: Tensor | Non
     ``|y - 3| >= 3`` would count a ReLU6 output of 1e-7 as saturated in float32).
 
     The comparisons write 0/1 into a float32 scratch tensor that is summed: on CPU that runs
-    several times faster than comparisons into a bool tensor and ``count_nonzero``. ``scratch``
+    several times faster than comparisons into a bool tensor and ``count_nonzero``. A float32
+    band centred on 0 (tanh, softsign) compares ``|y|`` (exact) with one edge instead. ``scratch``
     (a float32 tensor on the same device, of the output's shape or at least as large) saves
     allocating it.
     """
     low, high = band.center - band.radius, band.center + band.radius
     scratch = _scratch_like(output, scratch)
+    if band.center == 0 and output.dtype == torch.float32:  # |y| is exact: one comparison, one sum
+        magnitude = torch.abs(output, out=scratch)
+        compare = torch.ge if band.inclusive else torch.gt
+        return compare(magnitude, high, out=scratch).sum()
     if band.inclusive:
         below = torch.le(output, low, out=scratch).sum()
         return below + torch.ge(output, high, out=scratch).sum()
