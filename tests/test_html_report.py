@@ -449,6 +449,7 @@ window.addEventListener("load", function () {
   var buttons = document.querySelectorAll("button.copy");
   if (buttons.length) { buttons[0].click(); }
   setTimeout(function () {
+    var firstCode = document.querySelector("pre > code");
     var probe = document.createElement("pre");
     probe.id = "probe";
     probe.textContent = JSON.stringify({
@@ -458,7 +459,7 @@ window.addEventListener("load", function () {
       clicked: buttons.length ? buttons[0].textContent : null,
       secure: window.isSecureContext,
       copied: window.__copied,
-      first_code: document.querySelector("pre > code") ? document.querySelector("pre > code").textContent : null,
+      first_code: firstCode ? firstCode.textContent : null,
       problems: window.__problems
     });
     document.body.appendChild(probe);
