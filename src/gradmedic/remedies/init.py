@@ -30,7 +30,7 @@ SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he",
            "kaiming_normal", "lecun", "orthogonal", "lsuv")  # fmt: skip
 DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
 #: Saturating activations whose outputs are not centred on 0 (a sigmoid averages 0.5, with slope
-#: 1/4 at most): in a deep stack, no data-free scale suits the layers before them; with data, auto
+#: 1/4 at most): no data-free scale suits the layers before them (from ~8 layers); with data, auto
 #: centres each unit and scales the layer to unit output variance (LSUV with centring).
 OFF_CENTRE = ("sigmoid", "hardsigmoid")
 
@@ -102,7 +102,7 @@ def reinit(
     Args:
         model: the model, changed in place.
         scheme: ``auto`` (per layer, from the activation that follows it; with ``data``, the
-            layers before a sigmoid in a deep stack are also centred per unit and scaled to unit
+            layers before a sigmoid get orthogonal weights centred per unit and scaled to unit
             output variance on it, see :data:`OFF_CENTRE`), ``xavier[_uniform|
             _normal]``, ``kaiming``/``he[_uniform|_normal]``, ``lecun``, ``orthogonal`` or ``lsuv``
             (orthogonal, then each layer rescaled to unit output variance on ``data``).
@@ -122,26 +122,28 @@ def reinit(
         if layer.kind == "param" and (layers is None or layer.name in layers)
     ]
     deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
+    centred = scheme == "auto" and data is not None  # sigmoid layers get the centred rescaling
     slopes = _leaky_slopes(model)
     changes = [
-        _reinit_layer(name, modules[name], scheme, after.get(name), deep, zero_bias, slopes.get(name, 0.01))
+        _reinit_layer(name, modules[name], scheme, after.get(name),
+                      deep or (centred and after.get(name) in OFF_CENTRE), zero_bias, slopes.get(name, 0.01))
         for name in chosen
-    ]
-    return changes + _calibrate(model, scheme, data, changes, after, deep)
+    ]  # fmt: skip
+    return changes + _calibrate(model, scheme, data, changes, after)
 
 
 def _calibrate(
-    model: nn.Module, scheme: str, data: Any, changes: list[Change], after: dict[str, str], deep: bool
+    model: nn.Module, scheme: str, data: Any, changes: list[Change], after: dict[str, str]
 ) -> list[Change]:
     """LSUV's rescaling for ``lsuv``; for ``auto`` with data, the centred rescaling of the layers
-    before a sigmoid in a deep stack."""
+    before a sigmoid."""
     from .lsuv import rescale_to_unit_variance
 
     made = [c.layer for c in changes if not c.skipped]
     if scheme == "lsuv":
         return rescale_to_unit_variance(model, data, made)
     off_centre = [name for name in made if after.get(name) in OFF_CENTRE]
-    if scheme == "auto" and data is not None and deep and off_centre:
+    if scheme == "auto" and data is not None and off_centre:
         return rescale_to_unit_variance(model, data, off_centre, center=True)
     return []
 
