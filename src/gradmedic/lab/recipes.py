@@ -142,7 +142,9 @@ def initialize(model: nn.Module, scheme: str, example: Tensor | None) -> None:
         return
     if scheme == "lsuv" and example is None:
         raise ConfigError("init='lsuv' needs an example batch: build_model(..., example=x)")
-    reinit(model, scheme, example)
+    # Only LSUV sees data: ``auto`` stays the conventional data-free choice per activation
+    # (He, LeCun, Xavier or orthogonal), not the data-calibrated sigmoid init that treat uses.
+    reinit(model, scheme, example if scheme == "lsuv" else None)
 
 
 @torch.no_grad()
