@@ -188,8 +188,9 @@ class LayerNormRNNCell(nn.RNNCell):
     (2016): ``h_t = tanh(LN(W x_t + U h_{t-1} + b))``.
 
     (Normalizing the state before it enters the step instead, ``tanh(W x_t + U LN(h_{t-1}) +
-    b)``, solved 0.67 and 0.85 of the adding problem's test sequences at 10 steps over two seeds,
-    against 0.97 and 0.94 with this cell and 0.88 and 0.96 without LayerNorm.)
+    b)``, did worse: on the adding problem over 10 steps, seeds 0-2 of the full preset, it solved
+    0.67, 0.85 and 0.81 of the test sequences; this cell 0.97, 0.94 and 0.57; no LayerNorm 0.88,
+    0.97 and 0.88.)
 
     Example:
         >>> cell = LayerNormRNNCell(2, 4)

@@ -122,13 +122,14 @@ def reinit(
         if layer.kind == "param" and (layers is None or layer.name in layers)
     ]
     deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
-    centred = scheme == "auto" and data is not None  # sigmoid layers get the centred rescaling
+    centred = scheme == "auto" and data is not None  # then sigmoid layers get the centred rescaling
     slopes = _leaky_slopes(model)
-    changes = [
-        _reinit_layer(name, modules[name], scheme, after.get(name),
-                      deep or (centred and after.get(name) in OFF_CENTRE), zero_bias, slopes.get(name, 0.01))
-        for name in chosen
-    ]  # fmt: skip
+    changes = []
+    for name in chosen:
+        activation = after.get(name)
+        orthogonal = deep or (centred and activation in OFF_CENTRE)
+        slope = slopes.get(name, 0.01)
+        changes.append(_reinit_layer(name, modules[name], scheme, activation, orthogonal, zero_bias, slope))
     return changes + _calibrate(model, scheme, data, changes, after)
 
 
