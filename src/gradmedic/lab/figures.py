@@ -277,43 +277,60 @@ def _drawn(
     return {name: s for name, s in style.items() if name in names}
 
 
+#: Draws one panel: the panel, its axes (one per row of the panel), the arms' styles.
+PanelDrawer = Callable[[Panel, list["Axes"], dict[str, dict[str, Any]]], None]
+
+
+def _panel_figure(
+    summary: StudySummary,
+    has_data: Callable[[CellResult], bool],
+    draw: PanelDrawer,
+    title: str,
+    rows_per_panel: int = 1,
+) -> Figure | None:
+    """A figure of per-arm panels (see :func:`profile_panels`) of the cells that ``has_data``,
+    each drawn by ``draw``, under ``title`` and one legend of the arms drawn; None without data."""
+    panels = [p for p in profile_panels(summary, has_data) if p.lines]
+    if not panels:
+        return None
+    style = arm_styles(summary)
+    fig, axes = _figure(min(len(panels), MAX_PANELS), rows_per_panel=rows_per_panel)
+    for panel, panel_axes in zip(panels, axes):
+        draw(panel, panel_axes, style)
+    _title(fig, title, len(axes), len(panels))
+    _legend(fig, summary, _drawn(summary, panels, style), _arm_title(summary))
+    return fig
+
+
 # -- per study -------------------------------------------------------------------------------
 
 
 def signal_figure(summary: StudySummary) -> Figure | None:
     """Backprop signal per layer at initialization, one line per arm (median over seeds)."""
-    panels = [p for p in profile_panels(summary, lambda r: bool(r.signal)) if p.lines]
-    if not panels:
-        return None
+    title = f"{summary.study}: backprop signal per layer at initialization (median over seeds)"
+    return _panel_figure(summary, lambda r: bool(r.signal), _signal_panel, title)
+
+
+def _signal_panel(panel: Panel, axes: list[Axes], style: dict[str, dict[str, Any]]) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    style = arm_styles(summary)
-    fig, axes = _figure(min(len(panels), MAX_PANELS))
-    for panel, (ax,) in zip(panels, axes):
-        drawn = 0
-        for name, cells in panel.lines.items():
-            profile = median_profile(_stack([r.signal for r in cells]))
-            x = np.arange(len(profile))
-            shown = np.isfinite(profile) & (profile > 0)
-            drawn += int(shown.any())
-            ax.plot(x[shown], profile[shown], markersize=3, linewidth=1.4, **style[name])
-        if drawn:
-            _log(ax)
-        else:
-            _empty(ax, "no finite signal")
-        ax.set_title(panel.title, fontsize=9, loc="left")
-        ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
-        ax.set_xlabel("layer (forward order: input -> output)", fontsize=8)
-        ax.set_ylabel(SIGNAL_UNIT, fontsize=8)
-        ax.grid(True, which="major", axis="y", alpha=0.3)
-    _title(
-        fig,
-        f"{summary.study}: backprop signal per layer at initialization (median over seeds)",
-        len(axes),
-        len(panels),
-    )
-    _legend(fig, summary, _drawn(summary, panels, style), _arm_title(summary))
-    return fig
+    (ax,) = axes
+    drawn = 0
+    for name, cells in panel.lines.items():
+        profile = median_profile(_stack([r.signal for r in cells]))
+        x = np.arange(len(profile))
+        shown = np.isfinite(profile) & (profile > 0)
+        drawn += int(shown.any())
+        ax.plot(x[shown], profile[shown], markersize=3, linewidth=1.4, **style[name])
+    if drawn:
+        _log(ax)
+    else:
+        _empty(ax, "no finite signal")
+    ax.set_title(panel.title, fontsize=9, loc="left")
+    ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))
+    ax.set_xlabel("layer (forward order: input -> output)", fontsize=8)
+    ax.set_ylabel(SIGNAL_UNIT, fontsize=8)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
 
 
 def metric_figure(summary: StudySummary) -> Figure | None:
@@ -392,39 +409,37 @@ def _metric_dots(ax: Axes, by_variant: dict[str, list[CellResult]], style: dict[
 
 def curves_figure(summary: StudySummary) -> Figure | None:
     """Learning curves per arm: test metric (top) and training loss (bottom), mean over seeds."""
-    panels = [p for p in profile_panels(summary, lambda r: bool(r.curve_steps)) if p.lines]
-    if not panels:
-        return None
-    style = arm_styles(summary)
+    positive = all(v > 0 for r in summary.cells for v in r.curve_loss if math.isfinite(v))
+    title = f"{summary.study}: learning curves of the chosen learning rate (mean over seeds)"
+
+    def draw(panel: Panel, axes: list[Axes], style: dict[str, dict[str, Any]]) -> None:
+        _curves_panel(panel, axes, style, _metric_unit(summary), positive)
+
+    return _panel_figure(summary, lambda r: bool(r.curve_steps), draw, title, rows_per_panel=2)
+
+
+def _curves_panel(
+    panel: Panel, axes: list[Axes], style: dict[str, dict[str, Any]], metric_unit: str, positive: bool
+) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _figure(min(len(panels), MAX_PANELS), rows_per_panel=2)
-    positive = all(v > 0 for r in summary.cells for v in r.curve_loss if math.isfinite(v))
-    for panel, (top, bottom) in zip(panels, axes):
-        for name, cells in panel.lines.items():
-            steps, metric = _mean_curve([(r.curve_steps, r.curve_metric) for r in cells])
-            top.plot(steps, metric, markersize=2.5, linewidth=1.3, **style[name])
-            steps, loss = _mean_curve([(r.curve_steps, r.curve_loss) for r in cells])
-            keep = np.isfinite(loss)
-            bottom.plot(steps[keep], loss[keep], markersize=2.5, linewidth=1.3, **style[name])
-        if positive and bottom.get_lines():
-            _log(bottom)
-        top.set_title(panel.title, fontsize=9, loc="left")
-        top.set_ylabel(_metric_unit(summary), fontsize=8)
-        _fraction_axis(top)
-        bottom.set_ylabel("training loss" + (" (log)" if positive else ""), fontsize=8)
-        bottom.set_xlabel("training step", fontsize=8)
-        for ax in (top, bottom):
-            ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-            ax.grid(True, alpha=0.3)
-    _title(
-        fig,
-        f"{summary.study}: learning curves of the chosen learning rate (mean over seeds)",
-        len(axes),
-        len(panels),
-    )
-    _legend(fig, summary, _drawn(summary, panels, style), _arm_title(summary))
-    return fig
+    top, bottom = axes
+    for name, cells in panel.lines.items():
+        steps, metric = _mean_curve([(r.curve_steps, r.curve_metric) for r in cells])
+        top.plot(steps, metric, markersize=2.5, linewidth=1.3, **style[name])
+        steps, loss = _mean_curve([(r.curve_steps, r.curve_loss) for r in cells])
+        keep = np.isfinite(loss)
+        bottom.plot(steps[keep], loss[keep], markersize=2.5, linewidth=1.3, **style[name])
+    if positive and bottom.get_lines():
+        _log(bottom)
+    top.set_title(panel.title, fontsize=9, loc="left")
+    top.set_ylabel(metric_unit, fontsize=8)
+    _fraction_axis(top)
+    bottom.set_ylabel("training loss" + (" (log)" if positive else ""), fontsize=8)
+    bottom.set_xlabel("training step", fontsize=8)
+    for ax in (top, bottom):
+        ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+        ax.grid(True, alpha=0.3)
 
 
 def _mean_curve(curves: list[tuple[list[int], list[float]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -513,29 +528,23 @@ def _heat(ax: Axes, data: np.ndarray, rows: list[str], columns: list[str]) -> No
 def time_figure(summary: StudySummary) -> Figure | None:
     """Recurrent cells: backprop signal against steps back, relative to the last step (median
     over seeds), each line's memory horizon dotted."""
-    panels = [p for p in profile_panels(summary, lambda r: bool(r.time_signal)) if p.lines]
-    if not panels:
-        return None
-    style = arm_styles(summary)
-    fig, axes = _figure(min(len(panels), MAX_PANELS))
-    for panel, (ax,) in zip(panels, axes):
-        for name, cells in panel.lines.items():
-            _time_line(ax, cells, style[name])
-        ax.axhline(HORIZON_FRACTION, color="0.5", linestyle=":", linewidth=1)
-        _log(ax)
-        ax.set_title(panel.title, fontsize=9, loc="left")
-        ax.set_xlabel("steps back from the last step (0 = last)", fontsize=8)
-        ax.set_ylabel("signal / signal at the last step (log)", fontsize=8)
-        ax.grid(True, which="major", axis="y", alpha=0.3)
-    _title(
-        fig,
+    title = (
         f"{summary.study}: backprop signal through time at initialization (median over seeds; "
-        f"grey dotted: memory-horizon threshold {HORIZON_FRACTION:g})",
-        len(axes),
-        len(panels),
+        f"grey dotted: memory-horizon threshold {HORIZON_FRACTION:g})"
     )
-    _legend(fig, summary, _drawn(summary, panels, style), _arm_title(summary))
-    return fig
+    return _panel_figure(summary, lambda r: bool(r.time_signal), _time_panel, title)
+
+
+def _time_panel(panel: Panel, axes: list[Axes], style: dict[str, dict[str, Any]]) -> None:
+    (ax,) = axes
+    for name, cells in panel.lines.items():
+        _time_line(ax, cells, style[name])
+    ax.axhline(HORIZON_FRACTION, color="0.5", linestyle=":", linewidth=1)
+    _log(ax)
+    ax.set_title(panel.title, fontsize=9, loc="left")
+    ax.set_xlabel("steps back from the last step (0 = last)", fontsize=8)
+    ax.set_ylabel("signal / signal at the last step (log)", fontsize=8)
+    ax.grid(True, which="major", axis="y", alpha=0.3)
 
 
 def _time_line(ax: Axes, cells: list[CellResult], style: dict[str, Any]) -> None:
