@@ -227,6 +227,17 @@ def _ratio_row(model: nn.Module, layers, before: dict[str, torch.Tensor]) -> lis
     return row
 
 
+def _step_expecting_ratio(case, monitor, optimizer) -> list[float]:
+    """One training step closed by ``monitor.step``; the update ratio per layer computed by hand."""
+    optimizer.zero_grad()
+    loss = case.loss()
+    loss.backward()
+    monitor.step(loss)
+    before = {n: p.detach().clone() for n, p in case.model.named_parameters()}
+    optimizer.step()
+    return _ratio_row(case.model, monitor.layers, before)
+
+
 @pytest.mark.parametrize("with_optimizer", [True, False], ids=["optimizer", "step-only"])
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "frozen", "lstm"])
 def test_update_ratio_equals_relative_weight_change(name, with_optimizer):
@@ -234,15 +245,7 @@ def test_update_ratio_equals_relative_weight_change(name, with_optimizer):
     model = case.model
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
     monitor = gradmedic.watch(model, optimizer if with_optimizer else None, **ALL_STATS)
-    expected = []
-    for _ in range(3):
-        optimizer.zero_grad()
-        loss = case.loss()
-        loss.backward()
-        monitor.step(loss)
-        before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        optimizer.step()
-        expected.append(_ratio_row(model, monitor.layers, before))
+    expected = [_step_expecting_ratio(case, monitor, optimizer) for _ in range(3)]
     if not with_optimizer:  # the update after step s is measured at the next step(), labelled s
         assert monitor.history.array("update_ratio")[0].tolist() == [0, 1]
         optimizer.zero_grad()
@@ -821,13 +824,7 @@ def test_update_ratio_follows_parameters_frozen_or_thawed_between_steps(with_opt
     with gradmedic.watch(model, optimizer if with_optimizer else None, updates_every=1) as monitor:
         for step in range(4):
             model[2].weight.requires_grad_(step % 2 == 0)  # the copy of the weights changes layout
-            optimizer.zero_grad()
-            loss = case.loss()
-            loss.backward()
-            monitor.step(loss)
-            before = {n: p.detach().clone() for n, p in model.named_parameters()}
-            optimizer.step()
-            expected.append(_ratio_row(model, monitor.layers, before))
+            expected.append(_step_expecting_ratio(case, monitor, optimizer))
         if not with_optimizer:  # the update of the last step is measured at the next step()
             case.loss().backward()
             monitor.step()
