@@ -594,8 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = select_configs(build_configs(with_torchmortem), args.configs)
     if not with_torchmortem:
         print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
-    if torch.device(args.device).type == "cuda":
-        torch.cuda.set_device(torch.device(args.device))  # the events are recorded on its stream
+    device = torch.device(args.device)
+    if device.type == "cuda":  # the events are recorded on the current device's stream
+        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
     results = {}
     for name in args.workloads:
         results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
