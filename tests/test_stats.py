@@ -293,6 +293,37 @@ def test_host_activation_stats_equal_the_tensor_ones_and_reuse_any_scratch():
     assert stats.activation_kind(None) == stats.ActivationKind(None, False)
 
 
+def test_device_activation_stats_equal_the_host_ones():
+    """The accelerator path (means of 0/1 comparisons, std_mean) run on CPU tensors, every band kind."""
+    x = _randn((16, 3, 5), 11, 3.0)
+    x[0, 0, :3] = torch.tensor([-1.0, 1.0, 6.0])  # values on the edges of the inclusive bands
+    scratch = torch.full((2000,), 7.0)
+    modules = (
+        nn.Tanh(),
+        nn.Sigmoid(),
+        nn.Softsign(),
+        nn.Hardtanh(),
+        nn.ReLU6(),
+        nn.ReLU(),
+        nn.Hardsigmoid(),
+        None,
+    )
+    for module in modules:
+        output = module(x) if module is not None else x
+        kind = stats.activation_kind(module)
+        expected = stats.host_activation_stats(output, kind)
+        for buffer in (None, scratch):
+            row = stats.device_activation_stats(output, kind, buffer, torch.tensor(math.nan))
+            np.testing.assert_allclose(row.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+    half = stats.device_activation_stats(torch.tanh(x).half(), stats.activation_kind(nn.Tanh()))
+    assert half.dtype == torch.float32
+    np.testing.assert_allclose(
+        half[:2].numpy(),
+        stats.host_activation_stats(torch.tanh(x), stats.activation_kind(nn.Tanh()))[:2],
+        rtol=2e-3,
+    )
+
+
 def test_relu6_outputs_near_zero_are_not_saturated():
     """Regression: ``|y - 3| >= 3`` in float32 counted y = 1e-7 as saturated (2.9999999 rounds to 3)."""
     y = torch.tensor([1e-7, 1e-6, 5.9999, 0.0, 6.0, 3.0])

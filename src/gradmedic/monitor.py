@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from . import sinks as sinks_module
 from . import stats
+from ._signal_buffer import SignalBuffer, Taken
 from ._time_recorder import TimeRecorder
 from .errors import ConfigError, ModelError, UnsupportedError
 from .history import (
@@ -201,6 +202,7 @@ class Monitor:
         self._node_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
         self._forward_seen = False
+        self._signal = SignalBuffer()
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -436,7 +438,8 @@ class Monitor:
         """Activation statistics of one call: host floats on CPU, a device tensor elsewhere."""
         kind = self._kinds[index]
         if not output.is_cpu:
-            return stats.activation_stats(output, kind)
+            nan = self._constant((math.nan,), torch.float32, output.device).view(())
+            return stats.device_activation_stats(output, kind, nan=nan)
         scratch = self._scratch_for(output) if kind.band is not None else None
         return stats.host_activation_stats(output, kind, scratch)
 
@@ -490,9 +493,7 @@ class Monitor:
     def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
         grad = grad_outputs[output_nr]
         if grad is not None and self._attached:
-            self._signal_index.append(index)
-            self._signal_norms.append(stats.norm(grad))  # now, while the gradient is in cache
-            self._signal_numel[index] += grad.numel()
+            self._signal.add(index, grad)
 
     def _on_grad(self, index: int, grad: Tensor) -> None:
         self._on_node_grad(index, 0, (grad,))
@@ -559,9 +560,7 @@ class Monitor:
 
     def _reset_step_state(self) -> None:
         self._forward_seen = False
-        self._signal_index: list[int] = []
-        self._signal_norms: list[Tensor] = []
-        self._signal_numel = [0] * len(self.layers)
+        self._signal.clear()
         self._acts: dict[int, list[Tensor | list[float]]] = {}
         self._record = _StepRecord(self._step)
         self._pending_loss: Tensor | None = None
@@ -586,8 +585,7 @@ class Monitor:
         if self._signal_on and not self._forward_seen:
             self._refuse_unseen_forward()
         if self._signal_on:
-            self._put_signal(record)
-            self._put_weight_grads(record)
+            self._put_gradients(record)
         if self._acts_on and self._low_dtype is not None:
             self._put_underflow(record)
         self._put_activations(record)
@@ -668,45 +666,57 @@ class Monitor:
 
     # -- statistics of one step ------------------------------------------------------------
 
-    def _put_signal(self, record: _StepRecord) -> None:
-        """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
-        n = len(self.layers)
-        numel = tuple(self._signal_numel)
-        observed = self._layer_mask(tuple(i for i, c in enumerate(numel) if c > 0))
-        if self._signal_norms:
-            norms = torch.stack(self._signal_norms)
-            device = norms.device
-            groups = self._constant(tuple(self._signal_index), torch.long, device)
-            sq = stats.grouped_sums(norms.double().square_(), groups, n)
-        else:
-            device = torch.device("cpu")
-            sq = torch.zeros(n, dtype=torch.float64)
-        sq = self._unscaled(sq)  # the backward pass ran on the scaled loss
-        counts = self._constant(tuple(max(c, 1) for c in numel), torch.float64, device)
-        record.put("signal_norm", sq.sqrt(), observed)
-        record.put("signal_rms", sq.div_(counts).sqrt_(), observed)
-
-    def _put_weight_grads(self, record: _StepRecord) -> None:
-        """Per parameter and per layer, the norm of the weight gradient: one fused norm kernel."""
-        params = self._params
-        grads = [p.grad for p in params]
+    def _put_gradients(self, record: _StepRecord) -> None:
+        """The backprop signal and the weight-gradient norms, from one fused norm call for both."""
+        grads = [p.grad for p in self._params]
         with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
-        if not with_grad:
+        present = grads if len(with_grad) == len(grads) else [grads[i] for i in with_grad]
+        taken = self._signal.take(extra=present)  # type: ignore[arg-type]
+        n = len(self.layers)
+        if taken.norms is None:  # no gradient anywhere: a signal row that observes no layer
+            zeros = torch.zeros(n, dtype=torch.float64)
+            record.put("signal_norm", zeros, self._layer_mask(()))
+            record.put("signal_rms", zeros, self._layer_mask(()))
             return
-        everything = len(with_grad) == len(grads)
-        present = grads if everything else [grads[i] for i in with_grad]
-        sq = stats.squared_norms(present)  # type: ignore[arg-type]
-        if self._scaler is not None:
-            sq = self._unscaled(sq, self._weight_grads_scaled())
-        device = sq.device
-        if not everything:
-            where = self._constant(with_grad, torch.long, device)
-            sq = torch.zeros(len(params), dtype=sq.dtype, device=device).index_copy_(0, where, sq)
-        layer_of = self._constant(tuple(self._param_layer), torch.long, device)
-        per_layer = stats.grouped_sums(sq, layer_of, len(self.layers))
+        squares = self._unscaled_squares(taken.norms.square(), len(taken.layers))
+        bins = (*taken.layers, *(n + self._param_layer[i] for i in with_grad))  # signal, then weights
+        sums = stats.grouped_sums(squares, self._constant(bins, torch.long, squares.device), 2 * n)
+        self._put_signal(record, taken, sums[:n])
+        if with_grad:
+            self._put_weight_grads(record, taken, squares, sums[n:], with_grad)
+
+    def _put_signal(self, record: _StepRecord, taken: Taken, sums: Tensor) -> None:
+        """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
+        numel = [0] * len(self.layers)
+        for layer, count in zip(taken.layers, taken.numels):
+            numel[layer] += count
+        counts = self._constant(tuple(max(c, 1) for c in numel), torch.float64, sums.device)
+        observed = self._layer_mask(tuple(i for i, c in enumerate(numel) if c > 0))
+        record.put("signal_norm", sums.sqrt(), observed)
+        record.put("signal_rms", sums.div_(counts).sqrt_(), observed)
+
+    def _put_weight_grads(
+        self, record: _StepRecord, taken: Taken, squares: Tensor, sums: Tensor, with_grad: tuple[int, ...]
+    ) -> None:
+        """Per parameter and per layer (``sums``), the weight-gradient norm."""
+        signals = len(taken.layers)
+        assert taken.norms is not None
+        per_param = squares[signals:].sqrt() if self._scaler is not None else taken.norms[signals:]
+        if len(with_grad) < len(self._params):  # zeros where there is no gradient (masked out)
+            where = self._constant(with_grad, torch.long, per_param.device)
+            per_param = per_param.new_zeros(len(self._params)).index_copy_(0, where, per_param)
         observed_params, observed_layers = self._grad_masks(with_grad)
-        record.put("param_grad_norm", sq.sqrt(), observed_params)
-        record.put("weight_grad_norm", per_layer.sqrt_(), observed_layers)
+        record.put("param_grad_norm", per_param, observed_params)
+        record.put("weight_grad_norm", sums.sqrt(), observed_layers)
+
+    def _unscaled_squares(self, squares: Tensor, signals: int) -> Tensor:
+        """``squares`` (the signal's first ``signals``, then the weight gradients') divided by the
+        square of the GradScaler's scale where the gradients are still scaled."""
+        if self._scaler is None:
+            return squares
+        squares[:signals] = self._unscaled(squares[:signals])  # the backward pass ran on the scaled loss
+        squares[signals:] = self._unscaled(squares[signals:], self._weight_grads_scaled())
+        return squares
 
     def _put_underflow(self, record: _StepRecord) -> None:
         """Per layer, the fraction of non-zero weight-gradient values below the low dtype's smallest normal.

@@ -293,11 +293,48 @@ def activation_stats(output: Tensor, module: nn.Module | ActivationKind | None) 
     values = _float_values(output)
     if values.is_cpu:
         return torch.tensor(host_activation_stats(values, kind), dtype=torch.float32)
-    mean, std = mean_std(values)
-    nan = torch.full((), math.nan, device=values.device, dtype=torch.float32)
-    saturated = saturated_fraction(values, kind.band) if kind.band is not None else nan
-    dead = dead_fraction(values) if kind.dies else nan
+    return device_activation_stats(values, kind)
+
+
+def device_activation_stats(
+    output: Tensor, kind: ActivationKind, scratch: Tensor | None = None, nan: Tensor | None = None
+) -> Tensor:
+    """:func:`activation_stats` in a few kernels that never wait for the host: what runs on an
+    accelerator (on CPU tensors it gives the same numbers as :func:`host_activation_stats`).
+
+    One ``torch.std_mean`` pass; the fractions are means of 0/1 values written into the float32
+    ``scratch`` (see the saturation count), so no division is launched; ``nan``, a 0-d float32
+    NaN on the output's device, fills the fractions that do not apply (made here if not given).
+
+    Example:
+        >>> row = device_activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), activation_kind(nn.ReLU()))
+        >>> [round(v, 3) for v in row.tolist()]
+        [1.5, 1.658, nan, 0.5]
+    """
+    values = _float_values(output)
+    std, mean = torch.std_mean(values, correction=0)
+    if nan is None:
+        nan = torch.full((), math.nan, device=values.device, dtype=torch.float32)
+    saturated = _saturated_share(values, kind.band, scratch) if kind.band is not None else nan
+    dead = _dead_share(values) if kind.dies else nan
     return torch.stack([mean.float(), std.float(), saturated, dead])
+
+
+def _saturated_share(output: Tensor, band: SaturationBand, scratch: Tensor | None) -> Tensor:
+    """The saturated fraction as the mean of the 0/1 comparisons of :func:`_saturated_count`."""
+    low, high = band.center - band.radius, band.center + band.radius
+    scratch = _scratch_like(output, scratch)
+    if band.center == 0 and output.dtype == torch.float32:
+        compare = torch.ge if band.inclusive else torch.gt
+        return compare(torch.abs(output, out=scratch), high, out=scratch).mean()
+    below, above = (torch.le, torch.ge) if band.inclusive else (torch.lt, torch.gt)
+    return below(output, low, out=scratch).mean() + above(output, high, out=scratch).mean()
+
+
+def _dead_share(output: Tensor) -> Tensor:
+    """The dead fraction as the mean of 0/1 values: the units whose largest value is at most 0."""
+    top = output.amax(dim=0) if output.dim() >= 2 and output.shape[0] > 0 else output
+    return torch.le(top, 0, out=torch.empty(top.shape, dtype=torch.float32, device=top.device)).mean()
 
 
 def host_activation_stats(output: Tensor, kind: ActivationKind, scratch: Tensor | None = None) -> list[float]:

@@ -1,0 +1,102 @@
+"""The gradients at layer outputs held in the backward pass: bounded memory, the same numbers at
+any budget, and a gradient changed in place after the hook saw it is never measured wrongly."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import gradmedic
+from gradmedic import _signal_buffer
+from gradmedic._signal_buffer import SignalBuffer
+from models import ZOO, Case, assert_matches_reference, monitored_step, reference
+
+
+def test_held_gradients_are_let_go_as_soon_as_the_budget_is_reached(monkeypatch):
+    monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 100)
+    buffer = SignalBuffer()
+    grads = [torch.full((16,), float(k + 1)) for k in range(3)]  # 64 bytes each
+    refs = [weakref.ref(g) for g in grads]
+    for layer, grad in enumerate(grads):
+        buffer.add(layer, grad)
+    del grads, grad
+    gc.collect()
+    assert [ref() is None for ref in refs] == [True, True, False]  # 128 bytes reached: the first two go
+    taken = buffer.take(extra=[torch.tensor([3.0, 4.0])])
+    assert refs[2]() is None
+    assert taken.layers == [0, 1, 2] and taken.numels == [16, 16, 16]
+    assert taken.norms is not None
+    np.testing.assert_allclose(taken.norms.numpy(), [4.0, 8.0, 12.0, 5.0])
+    assert buffer.take() == ([], [], None)  # empty afterwards
+
+
+@pytest.mark.parametrize("budget", [1, 300, 1 << 30])
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "shared", "lstm", "transformer", "unused"])
+def test_every_statistic_equals_plain_autograd_at_any_budget(monkeypatch, budget, name):
+    monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", budget)
+    case = ZOO[name]()
+    expected = reference(case)
+    assert_matches_reference(monitored_step(case), expected)
+
+
+class _DoublesItsGrad(torch.autograd.Function):
+    """Identity forward; the backward doubles the gradient, in place (legal, if impolite) or not."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, in_place: bool) -> Tensor:
+        ctx.in_place = in_place
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return (grad.mul_(2.0) if ctx.in_place else grad * 2.0), None
+
+
+class RudeLinear(nn.Linear):
+    """A layer whose output comes out of a node that writes into its incoming gradient."""
+
+    in_place = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _DoublesItsGrad.apply(super().forward(x), self.in_place)
+
+
+def _rude_case() -> tuple[Case, Any]:
+    """The case, and the plain-autograd reference of the same weights with a polite backward (the
+    reference's own capture of the gradient would see the doubling)."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), RudeLinear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    target = torch.randn(16, 3)
+    case = Case(model, (torch.randn(16, 5),), lambda out: (out - target).pow(2).mean())
+    model[2].in_place = False
+    expected = reference(case)
+    model[2].in_place = True
+    return case, expected
+
+
+def test_a_gradient_changed_in_place_is_left_out_with_a_warning_then_measured_at_once():
+    case, expected = _rude_case()
+    rude = [layer.name for layer in gradmedic.layers.find_layers(case.model)].index("2")
+    with gradmedic.watch(case.model, every=1, activations_every=1) as monitor:
+        for step in range(2):
+            case.model.zero_grad(set_to_none=True)
+            torch.manual_seed(0)
+            loss = case.loss()
+            if step == 0:
+                with pytest.warns(RuntimeWarning, match="changed in place"):
+                    loss.backward()
+                    monitor.step(loss)
+            else:
+                loss.backward()
+                monitor.step(loss)
+    signal = monitor.history.array("signal_norm")[1]
+    assert math.isnan(signal[0, rude])  # left out, not measured after the change
+    others = [i for i in range(signal.shape[1]) if i != rude]
+    np.testing.assert_allclose(signal[0, others], expected.values["signal_norm"][others], rtol=1e-5)
+    np.testing.assert_allclose(signal[1], expected.values["signal_norm"], rtol=1e-5)  # then exact
