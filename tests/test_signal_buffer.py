@@ -19,6 +19,18 @@ from gradmedic._signal_buffer import SignalBuffer
 from models import ZOO, Case, assert_matches_reference, monitored_step, reference
 
 
+def test_on_cpu_each_norm_is_taken_at_once():
+    buffer = SignalBuffer()
+    grad = torch.ones(16)
+    ref = weakref.ref(grad)
+    buffer.add(3, grad)
+    del grad
+    gc.collect()
+    assert ref() is None
+    taken = buffer.take()
+    assert taken.layers == [3] and taken.norms is not None and taken.norms.tolist() == [4.0]
+
+
 def test_held_gradients_are_let_go_as_soon_as_the_budget_is_reached(monkeypatch):
     monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 100)
     buffer = SignalBuffer()
@@ -37,7 +49,22 @@ def test_held_gradients_are_let_go_as_soon_as_the_budget_is_reached(monkeypatch)
     assert buffer.take() == ([], [], None)  # empty afterwards
 
 
-@pytest.mark.parametrize("budget", [1, 300, 1 << 30])
+def test_norms_taken_at_once_and_together_come_back_in_order(monkeypatch):
+    monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 100)
+    buffer = SignalBuffer()
+    values = [1.0, 2.0, 3.0, 4.0]
+    buffer.add(0, torch.full((16,), values[0]))
+    buffer.add(1, torch.full((16,), values[1]))  # 128 bytes: these two are taken together
+    buffer.at_once = True  # as after a warning: the next ones are taken one by one
+    buffer.add(2, torch.full((16,), values[2]))
+    buffer.add(0, torch.full((16,), values[3], dtype=torch.float64))
+    taken = buffer.take(extra=[torch.tensor([3.0, 4.0])])
+    assert taken.layers == [0, 1, 2, 0]
+    assert taken.norms is not None and taken.norms.dtype == torch.float64
+    np.testing.assert_allclose(taken.norms.numpy(), [4 * v for v in values] + [5.0])
+
+
+@pytest.mark.parametrize("budget", [0, 1, 300, 1 << 30])
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "shared", "lstm", "transformer", "unused"])
 def test_every_statistic_equals_plain_autograd_at_any_budget(monkeypatch, budget, name):
     monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", budget)
@@ -80,7 +107,8 @@ def _rude_case() -> tuple[Case, Any]:
     return case, expected
 
 
-def test_a_gradient_changed_in_place_is_left_out_with_a_warning_then_measured_at_once():
+def test_a_gradient_changed_in_place_is_left_out_with_a_warning_then_measured_at_once(monkeypatch):
+    monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 1 << 20)  # hold them, as on a GPU
     case, expected = _rude_case()
     rude = [layer.name for layer in gradmedic.layers.find_layers(case.model)].index("2")
     with gradmedic.watch(case.model, every=1, activations_every=1) as monitor:
