@@ -100,25 +100,25 @@ def _sgd(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.01)
 
 
-def build_mlp() -> Workload:
+def build_mlp(batch_scale: int = 1) -> Workload:
     """20 Linear+Tanh blocks of width 256 on a 784-feature batch of 256, 10 classes."""
     torch.manual_seed(SEED)
     blocks: list[nn.Module] = []
     for i in range(20):
         blocks += [nn.Linear(784 if i == 0 else 256, 256), nn.Tanh()]
     model = nn.Sequential(*blocks, nn.Linear(256, 10))
-    inputs, targets = _batch(256, 784)
+    inputs, targets = _batch(256 * batch_scale, 784)
     return Workload("mlp", model, _sgd(model), inputs, targets)
 
 
-def build_cnn() -> Workload:
+def build_cnn(batch_scale: int = 1) -> Workload:
     """3 Conv2d-BatchNorm2d-ReLU blocks of 32 channels on 16x16 images, batch 64."""
     torch.manual_seed(SEED)
     blocks: list[nn.Module] = []
     for i in range(3):
         blocks += [nn.Conv2d(1 if i == 0 else 32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU()]
     model = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
-    inputs, targets = _batch(64, 1, 16, 16)
+    inputs, targets = _batch(64 * batch_scale, 1, 16, 16)
     return Workload("cnn", model, _sgd(model), inputs, targets)
 
 
@@ -135,11 +135,11 @@ class LastStepLSTM(nn.Module):
         return self.head(out[:, -1])
 
 
-def build_lstm() -> Workload:
+def build_lstm(batch_scale: int = 1) -> Workload:
     """An LSTM (input 16, hidden 128) over 100 steps, batch 32, head on the last step."""
     torch.manual_seed(SEED)
     model = LastStepLSTM()
-    inputs, targets = _batch(32, 100, 16)
+    inputs, targets = _batch(32 * batch_scale, 100, 16)
     return Workload("lstm", model, _sgd(model), inputs, targets)
 
 
@@ -156,15 +156,16 @@ class PooledEncoder(nn.Module):
         return self.head(self.encoder(x).mean(dim=1))
 
 
-def build_transformer() -> Workload:
+def build_transformer(batch_scale: int = 1) -> Workload:
     """A 4-layer TransformerEncoder (d_model 128, 4 heads, ff 256) on seq 64, batch 16."""
     torch.manual_seed(SEED)
     model = PooledEncoder()
-    inputs, targets = _batch(16, 64, 128)
+    inputs, targets = _batch(16 * batch_scale, 64, 128)
     return Workload("transformer", model, _sgd(model), inputs, targets)
 
 
-WORKLOADS: dict[str, Callable[[], Workload]] = {
+#: The workloads by name; each builder takes a factor its batch size is multiplied by.
+WORKLOADS: dict[str, Callable[[int], Workload]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
     "lstm": build_lstm,
@@ -445,11 +446,11 @@ class WorkloadResult:
 
 
 def measure_workload(
-    build: Callable[[], Workload], configs: list[Config], args: argparse.Namespace
+    build: Callable[[int], Workload], configs: list[Config], args: argparse.Namespace
 ) -> WorkloadResult:
     """Run ``args.blocks`` interleaved blocks of every configuration that applies to one workload."""
     device = torch.device(args.device)
-    lanes = [Lane(config, build().to(device)) for config in configs]
+    lanes = [Lane(config, build(args.batch_scale).to(device)) for config in configs]
     lanes = [lane for lane in lanes if lane.config.applies(lane.workload)]
     name = lanes[0].workload.name
     run_block(lanes[:1], args.warmup, args.warmup, 0)  # settle the allocator and caches
@@ -525,6 +526,7 @@ def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, An
         "device": device_name(args.device),
         "blocks": args.blocks,
         "steps": args.steps,
+        "batch_scale": args.batch_scale,
         "warmup": args.warmup,
         "configs": [c.name for c in configs],
     }
@@ -556,6 +558,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")
+    scale = "multiply every workload's batch by N (default 1): on a GPU, steps that keep it busy"
+    parser.add_argument("--batch-scale", type=int, default=1, metavar="N", help=scale)
     parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
     keep = "comma-separated configuration names to keep (default: all); plain always runs"
     parser.add_argument("--configs", default="", help=keep)
@@ -568,8 +572,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.workloads if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
-    if min(args.blocks, args.steps, args.threads) < 1 or args.warmup < 0:
-        parser.error("--blocks, --steps and --threads must be >= 1, --warmup >= 0")
+    if min(args.blocks, args.steps, args.threads, args.batch_scale) < 1 or args.warmup < 0:
+        parser.error("--blocks, --steps, --threads and --batch-scale must be >= 1, --warmup >= 0")
     try:
         device = torch.device(args.device)
     except RuntimeError:
@@ -602,8 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
     print(
         f"{device_name(args.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
-        f"ratio = monitored / plain step time, median [IQR] over {args.blocks} interleaved blocks of "
-        f"{args.steps} steps"
+        f"batch x{args.batch_scale}; ratio = monitored / plain step time, median [IQR] over "
+        f"{args.blocks} interleaved blocks of {args.steps} steps"
     )
     print(format_table(results, configs))
     if args.json is not None:
