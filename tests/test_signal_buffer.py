@@ -128,3 +128,21 @@ def test_a_gradient_changed_in_place_is_left_out_with_a_warning_then_measured_at
     others = [i for i in range(signal.shape[1]) if i != rude]
     np.testing.assert_allclose(signal[0, others], expected.values["signal_norm"][others], rtol=1e-5)
     np.testing.assert_allclose(signal[1], expected.values["signal_norm"], rtol=1e-5)  # then exact
+
+
+@pytest.mark.filterwarnings("ignore:Using backward.. with create_graph=True")
+def test_detaching_mid_step_lets_go_of_held_gradients_and_their_graph(monkeypatch, collect_garbage):
+    """After ``backward(create_graph=True)`` a held gradient has a graph that holds the weights."""
+    monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 1 << 20)
+    case = ZOO["mlp_tanh"]()
+    model = case.model
+    monitor = gradmedic.watch(model)
+    case.loss().backward(create_graph=True)
+    assert monitor._signal._held and monitor._signal._held[0].grad_fn is not None
+    model_ref, param_ref = weakref.ref(model), weakref.ref(next(model.parameters()))
+    monitor.detach()
+    for param in model.parameters():
+        param.grad = None  # create_graph made the .grad fields part of the graph too
+    del model, case
+    collect_garbage()
+    assert model_ref() is None and param_ref() is None

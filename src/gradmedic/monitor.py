@@ -269,6 +269,7 @@ class Monitor:
         self._constants = {}
         self._scratch = None
         self._scratch_views = {}
+        self._signal.clear()  # gradients held mid-step (with create_graph, they hold the graph)
         if self._time is not None:
             self._time.reset()
         self.flush()
