@@ -52,6 +52,13 @@ def _mlp(act: type[nn.Module] = nn.Tanh) -> Case:
     return Case(model, (x,), _mse_to(y))
 
 
+def _relu_inplace() -> Case:
+    """Each Linear's output is overwritten by the in-place ReLU after the monitor's hook saw it."""
+    model = nn.Sequential(nn.Linear(5, 16), nn.ReLU(inplace=True), nn.Linear(16, 3)).cuda()
+    x, y = torch.randn(32, 5, device="cuda") * 3, torch.randn(32, 3, device="cuda")
+    return Case(model, (x,), _mse_to(y))
+
+
 def _cnn() -> Case:
     model = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
@@ -76,6 +83,7 @@ def _transformer() -> Case:
 CASES: dict[str, Callable[[], Case]] = {
     "mlp_tanh": _mlp,
     "mlp_relu": lambda: _mlp(nn.ReLU),
+    "mlp_relu_inplace": _relu_inplace,
     "cnn_bn": _cnn,
     "lstm": lambda: _recurrent("LSTM"),
     "gru": lambda: _recurrent("GRU"),

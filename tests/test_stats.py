@@ -294,10 +294,10 @@ def test_host_activation_stats_equal_the_tensor_ones_and_reuse_any_scratch():
 
 
 def test_device_activation_stats_equal_the_host_ones():
-    """The accelerator path (means of 0/1 comparisons, std_mean) run on CPU tensors, every band kind."""
+    """The accelerator path (means of 0/1 comparisons, std_mean), one output and several stacked,
+    run on CPU tensors, every band kind."""
     x = _randn((16, 3, 5), 11, 3.0)
     x[0, 0, :3] = torch.tensor([-1.0, 1.0, 6.0])  # values on the edges of the inclusive bands
-    scratch = torch.full((2000,), 7.0)
     modules = (
         nn.Tanh(),
         nn.Sigmoid(),
@@ -312,9 +312,13 @@ def test_device_activation_stats_equal_the_host_ones():
         output = module(x) if module is not None else x
         kind = stats.activation_kind(module)
         expected = stats.host_activation_stats(output, kind)
-        for buffer in (None, scratch):
-            row = stats.device_activation_stats(output, kind, buffer, torch.tensor(math.nan))
-            np.testing.assert_allclose(row.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+        row = stats.device_activation_stats(output, kind, torch.tensor(math.nan))
+        np.testing.assert_allclose(row.double().numpy(), expected, rtol=1e-5, atol=1e-7)
+        others = [output * 0.5, output.flip(0), output]
+        rows = stats.device_activation_rows(torch.stack(others), kind)
+        for other, got in zip(others, rows):
+            expected = stats.host_activation_stats(other, kind)
+            np.testing.assert_allclose(got.double().numpy(), expected, rtol=1e-5, atol=1e-7)
     half = stats.device_activation_stats(torch.tanh(x).half(), stats.activation_kind(nn.Tanh()))
     assert half.dtype == torch.float32
     np.testing.assert_allclose(

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from . import sinks as sinks_module
 from . import stats
+from ._activation_buffer import ActivationBuffer
 from ._signal_buffer import SignalBuffer, Taken
 from ._time_recorder import TimeRecorder
 from .errors import ConfigError, ModelError, UnsupportedError
@@ -203,6 +204,7 @@ class Monitor:
         self._forward_calls = 0
         self._forward_seen = False
         self._signal = SignalBuffer()
+        self._act_copies = ActivationBuffer()
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -270,6 +272,7 @@ class Monitor:
         self._scratch = None
         self._scratch_views = {}
         self._signal.clear()  # gradients held mid-step (with create_graph, they hold the graph)
+        self._act_copies.clear()
         if self._time is not None:
             self._time.reset()
         self.flush()
@@ -425,7 +428,7 @@ class Monitor:
             if want_signal and output.requires_grad:
                 self._hook_gradient(index, output)
             if acts_on and output.is_floating_point():
-                self._acts.setdefault(index, []).append(self._activation_row(index, output))
+                self._observe_activation(index, output)
             return
         tensors = _float_tensors(output)
         if want_signal:
@@ -433,16 +436,17 @@ class Monitor:
                 if tensor.requires_grad:
                     self._hook_gradient(index, tensor)
         if acts_on and tensors:
-            self._acts.setdefault(index, []).append(self._activation_row(index, tensors[0]))
+            self._observe_activation(index, tensors[0])
 
-    def _activation_row(self, index: int, output: Tensor) -> Tensor | list[float]:
-        """Activation statistics of one call: host floats on CPU, a device tensor elsewhere."""
+    def _observe_activation(self, index: int, output: Tensor) -> None:
+        """Activation statistics of one call: summed in host memory on CPU; on an accelerator the
+        output is copied, to be measured with the others of its kind after the backward pass."""
         kind = self._kinds[index]
-        if not output.is_cpu:
-            nan = self._constant((math.nan,), torch.float32, output.device).view(())
-            return stats.device_activation_stats(output, kind, nan=nan)
+        if _measured_together(output):
+            self._act_copies.add(index, output, kind)
+            return
         scratch = self._scratch_for(output) if kind.band is not None else None
-        return stats.host_activation_stats(output, kind, scratch)
+        self._acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
 
     def _scratch_for(self, output: Tensor) -> Tensor:
         """A float32 CPU buffer shaped like ``output`` for the saturation count, kept between calls:
@@ -562,6 +566,7 @@ class Monitor:
     def _reset_step_state(self) -> None:
         self._forward_seen = False
         self._signal.clear()
+        self._act_copies.clear()
         self._acts: dict[int, list[Tensor | list[float]]] = {}
         self._record = _StepRecord(self._step)
         self._pending_loss: Tensor | None = None
@@ -746,6 +751,8 @@ class Monitor:
 
     def _put_activations(self, record: _StepRecord) -> None:
         """Per layer, the mean of its calls' activation statistics (NaN rows for the others)."""
+        for index, row in self._act_copies.take():
+            self._acts.setdefault(index, []).append(row)
         acts, self._acts = self._acts, {}
         if not acts:
             return
@@ -931,6 +938,12 @@ _CACHE_SIZE = 256
 #: The observed mask of a one-column metric (the loss).
 _ONE = np.ones(1, dtype=bool)
 _ONE.flags.writeable = False
+
+
+def _measured_together(output: Tensor) -> bool:
+    """Whether an output's activation statistics are taken from a copy, with the others of its
+    kind after the backward pass (on an accelerator: see :mod:`gradmedic._activation_buffer`)."""
+    return not output.is_cpu
 
 
 def _mean_row(calls: list[Tensor | list[float]]) -> Tensor | list[float]:

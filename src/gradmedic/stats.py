@@ -296,45 +296,65 @@ def activation_stats(output: Tensor, module: nn.Module | ActivationKind | None) 
     return device_activation_stats(values, kind)
 
 
-def device_activation_stats(
-    output: Tensor, kind: ActivationKind, scratch: Tensor | None = None, nan: Tensor | None = None
-) -> Tensor:
+def device_activation_stats(output: Tensor, kind: ActivationKind, nan: Tensor | None = None) -> Tensor:
     """:func:`activation_stats` in a few kernels that never wait for the host: what runs on an
     accelerator (on CPU tensors it gives the same numbers as :func:`host_activation_stats`).
 
-    One ``torch.std_mean`` pass; the fractions are means of 0/1 values written into the float32
-    ``scratch`` (see the saturation count), so no division is launched; ``nan``, a 0-d float32
-    NaN on the output's device, fills the fractions that do not apply (made here if not given).
+    ``nan``, a 0-d float32 NaN on the output's device, fills the fractions that do not apply
+    (made here if not given). See :func:`device_activation_rows`, which this calls.
 
     Example:
         >>> row = device_activation_stats(torch.tensor([[0.0, 2.0], [0.0, 4.0]]), activation_kind(nn.ReLU()))
         >>> [round(v, 3) for v in row.tolist()]
         [1.5, 1.658, nan, 0.5]
     """
-    values = _float_values(output)
-    std, mean = torch.std_mean(values, correction=0)
+    return device_activation_rows(output.unsqueeze(0), kind, nan)[0]
+
+
+def device_activation_rows(stacked: Tensor, kind: ActivationKind, nan: Tensor | None = None) -> Tensor:
+    """:func:`device_activation_stats` of several outputs of one shape and dtype at once.
+
+    ``stacked`` holds the outputs along a new first dimension; the result has a row of 4 values
+    per output. Each statistic is one reduction over all the rows: one ``torch.std_mean``, the
+    saturated or dead fraction as the mean of 0/1 comparisons written into a float32 buffer (so
+    no division is launched), one stack, whatever the number of outputs.
+
+    Example:
+        >>> outputs = torch.stack([torch.tensor([[0.0, 2.0], [0.0, 4.0]]), torch.ones(2, 2)])
+        >>> rows = device_activation_rows(outputs, activation_kind(nn.ReLU())).tolist()
+        >>> [[round(v, 3) for v in row] for row in rows]
+        [[1.5, 1.658, nan, 0.5], [1.0, 0.0, nan, 0.0]]
+    """
+    values = _float_values(stacked)
+    count = values.shape[0]
+    flat = values.reshape(count, -1)
+    std, mean = torch.std_mean(flat, dim=1, correction=0)
     if nan is None:
         nan = torch.full((), math.nan, device=values.device, dtype=torch.float32)
-    saturated = _saturated_share(values, kind.band, scratch) if kind.band is not None else nan
-    dead = _dead_share(values) if kind.dies else nan
-    return torch.stack([mean.float(), std.float(), saturated, dead])
+    nans = nan.expand(count)
+    saturated = _saturated_share(flat, kind.band) if kind.band is not None else nans
+    dead = _dead_share(values) if kind.dies else nans
+    return torch.stack([mean.float(), std.float(), saturated, dead], dim=1)
 
 
-def _saturated_share(output: Tensor, band: SaturationBand, scratch: Tensor | None) -> Tensor:
-    """The saturated fraction as the mean of the 0/1 comparisons of :func:`_saturated_count`."""
+def _saturated_share(rows: Tensor, band: SaturationBand) -> Tensor:
+    """Per row, the saturated fraction as the mean of the 0/1 comparisons of :func:`_saturated_count`."""
     low, high = band.center - band.radius, band.center + band.radius
-    scratch = _scratch_like(output, scratch)
-    if band.center == 0 and output.dtype == torch.float32:
+    scratch = _scratch_like(rows, None)
+    if band.center == 0 and rows.dtype == torch.float32:
         compare = torch.ge if band.inclusive else torch.gt
-        return compare(torch.abs(output, out=scratch), high, out=scratch).mean()
+        return compare(torch.abs(rows, out=scratch), high, out=scratch).mean(dim=1)
     below, above = (torch.le, torch.ge) if band.inclusive else (torch.lt, torch.gt)
-    return below(output, low, out=scratch).mean() + above(output, high, out=scratch).mean()
+    return below(rows, low, out=scratch).mean(dim=1) + above(rows, high, out=scratch).mean(dim=1)
 
 
-def _dead_share(output: Tensor) -> Tensor:
-    """The dead fraction as the mean of 0/1 values: the units whose largest value is at most 0."""
-    top = output.amax(dim=0) if output.dim() >= 2 and output.shape[0] > 0 else output
-    return torch.le(top, 0, out=torch.empty(top.shape, dtype=torch.float32, device=top.device)).mean()
+def _dead_share(stacked: Tensor) -> Tensor:
+    """Per output along dimension 0, the dead fraction as the mean of 0/1 values: the units whose
+    largest value over the batch (dimension 1) is at most 0."""
+    batched = stacked.dim() >= 3 and stacked.shape[1] > 0
+    top = stacked.amax(dim=1) if batched else stacked
+    dead = torch.le(top, 0, out=torch.empty(top.shape, dtype=torch.float32, device=top.device))
+    return dead.reshape(stacked.shape[0], -1).mean(dim=1)
 
 
 def host_activation_stats(output: Tensor, kind: ActivationKind, scratch: Tensor | None = None) -> list[float]:
