@@ -1,6 +1,6 @@
-"""The copies of layer outputs measured together on an accelerator: the same numbers as plain
-autograd and the host path, whatever happens to an output after the hook copied it. Run on CPU
-by routing the monitor's CPU tensors through the accelerator path."""
+"""Activation statistics on an accelerator, copied and measured together or taken at once: the
+same numbers as plain autograd and the host path, whatever happens to an output after the hook
+saw it. Run on CPU by routing the monitor's CPU tensors through the accelerator's paths."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from gradmedic._activation_buffer import ActivationBuffer
 from models import ZOO, Case, assert_matches_reference, monitored_step, reference
 
 
-@pytest.fixture
-def device_path(monkeypatch):
-    """Every output's statistics go through the ActivationBuffer, as on a GPU."""
-    monkeypatch.setattr(monitor, "_measured_together", lambda output: True)
+@pytest.fixture(params=["copied", "at once"])
+def device_path(request, monkeypatch):
+    """Every output's statistics take one of the accelerator's paths (copied: through the
+    ActivationBuffer, as small outputs on a GPU; at once: in the hook, as large ones)."""
+    monkeypatch.setattr(monitor, "_activation_path", lambda output: request.param)
 
 
 def _relu_inplace_case() -> Case:
@@ -36,6 +37,13 @@ def test_every_statistic_equals_plain_autograd_through_the_buffer(device_path, m
     case = _relu_inplace_case() if name == "relu_inplace" else ZOO[name]()
     expected = reference(case)
     assert_matches_reference(monitored_step(case), expected)
+
+
+def test_only_small_accelerator_outputs_are_copied():
+    small, large = torch.empty(256, 256), torch.empty(1024, 1024, 2)
+    assert monitor._activation_path(small) == "host"
+    assert monitor._activation_path(small.to("meta")) == "copied"
+    assert monitor._activation_path(large.to("meta")) == "at once"
 
 
 def test_a_copy_is_not_changed_by_what_happens_to_the_output_later():

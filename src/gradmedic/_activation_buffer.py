@@ -6,7 +6,10 @@ forward hooks therefore copy each output (one kernel: a later in-place operation
 ``nn.ReLU(inplace=True)`` after a Linear, cannot change the copy) into an
 :class:`ActivationBuffer`; the copies of one shape, dtype and kind of activation are then stacked
 and measured together by :func:`gradmedic.stats.device_activation_rows`, a handful of kernels
-per group instead of five per layer. The copies held are bounded by
+per group instead of five per layer. Only outputs below :data:`COPY_BELOW_BYTES` are copied: a
+larger one is measured in the hook, since copying and stacking it would read it twice more
+(on an H100 at batch x64, where the GPU and not the launches set the pace, copying every output
+cost the CNN 1.19x against 1.13x for every statistic on every step). The copies held are bounded by
 :data:`gradmedic._signal_buffer.DEVICE_HOLD_BYTES`: past that, the statistics of those held so
 far are taken and the copies let go. On CPU the monitor does not use it (each output's
 statistics are summed in host memory in the hook).
@@ -31,6 +34,9 @@ import torch
 from torch import Tensor
 
 from . import _signal_buffer, stats
+
+#: Outputs smaller than this are copied and measured together; larger ones at once.
+COPY_BELOW_BYTES = 4 << 20
 
 #: What the outputs measured together share: shape, dtype, device, kind of activation.
 _Group = tuple[torch.Size, torch.dtype, torch.device, stats.ActivationKind]

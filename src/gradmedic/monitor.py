@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from . import sinks as sinks_module
 from . import stats
-from ._activation_buffer import ActivationBuffer
+from ._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
 from ._signal_buffer import SignalBuffer, Taken
 from ._time_recorder import TimeRecorder
 from .errors import ConfigError, ModelError, UnsupportedError
@@ -439,14 +439,17 @@ class Monitor:
             self._observe_activation(index, tensors[0])
 
     def _observe_activation(self, index: int, output: Tensor) -> None:
-        """Activation statistics of one call: summed in host memory on CPU; on an accelerator the
-        output is copied, to be measured with the others of its kind after the backward pass."""
+        """Activation statistics of one call, by the path :func:`_activation_path` chooses."""
         kind = self._kinds[index]
-        if _measured_together(output):
+        path = _activation_path(output)
+        if path == "copied":
             self._act_copies.add(index, output, kind)
-            return
-        scratch = self._scratch_for(output) if kind.band is not None else None
-        self._acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
+        elif path == "at once":
+            nan = self._constant((math.nan,), torch.float32, output.device).view(())
+            self._acts.setdefault(index, []).append(stats.device_activation_stats(output, kind, nan))
+        else:
+            scratch = self._scratch_for(output) if kind.band is not None else None
+            self._acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
 
     def _scratch_for(self, output: Tensor) -> Tensor:
         """A float32 CPU buffer shaped like ``output`` for the saturation count, kept between calls:
@@ -940,10 +943,15 @@ _ONE = np.ones(1, dtype=bool)
 _ONE.flags.writeable = False
 
 
-def _measured_together(output: Tensor) -> bool:
-    """Whether an output's activation statistics are taken from a copy, with the others of its
-    kind after the backward pass (on an accelerator: see :mod:`gradmedic._activation_buffer`)."""
-    return not output.is_cpu
+def _activation_path(output: Tensor) -> str:
+    """How an output's activation statistics are taken: ``"host"`` on CPU (summed in host
+    memory); on an accelerator, ``"copied"`` for an output below
+    :data:`~gradmedic._activation_buffer.COPY_BELOW_BYTES` (measured with the copies of its kind
+    after the backward pass: launches saved), else ``"at once"`` (five kernels in the hook: a large
+    output is read fewer times than a copy and a stack would read it)."""
+    if output.is_cpu:
+        return "host"
+    return "copied" if output.numel() * output.element_size() < COPY_BELOW_BYTES else "at once"
 
 
 def _mean_row(calls: list[Tensor | list[float]]) -> Tensor | list[float]:
