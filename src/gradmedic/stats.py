@@ -92,7 +92,8 @@ def norms(tensors: Sequence[Tensor]) -> Tensor:
     One fused ``torch._foreach_norm`` call (as ``clip_grad_norm_`` does). On an accelerator it
     accumulates the squares in float64 in the kernel; on CPU one check on the stacked norms
     (host memory: no synchronisation) finds the few below :data:`TINY_NORM`, which are computed
-    again in float64.
+    again in float64. A sparse tensor (the gradient of ``nn.Embedding(sparse=True)``) counts by
+    its coalesced values; coalescing it on a GPU waits for the device.
 
     Example:
         >>> [round(v, 4) for v in norms([torch.ones(4), torch.full((2, 2), 2.0)]).tolist()]
@@ -100,7 +101,7 @@ def norms(tensors: Sequence[Tensor]) -> Tensor:
     """
     if not tensors:
         return torch.zeros(0, dtype=torch.float64)
-    tensors = list(tensors)
+    tensors = [dense_values(t) for t in tensors]
     if not tensors[0].is_cpu:
         return torch.stack(torch._foreach_norm(tensors, 2, dtype=_wide(tensors[0].device))).double()
     if not {t.dtype for t in tensors}.issubset(_NATIVE):  # half precision: accumulate in float32
@@ -111,6 +112,18 @@ def norms(tensors: Sequence[Tensor]) -> Tensor:
         for index in tiny.nonzero().flatten().tolist():
             values[index] = torch.linalg.vector_norm(tensors[index], dtype=torch.float64)
     return values
+
+
+def dense_values(tensor: Tensor) -> Tensor:
+    """``tensor``, or for a sparse one its coalesced values (duplicate indices summed): the same
+    norm, the same non-zero values.
+
+    Example:
+        >>> grad = torch.sparse_coo_tensor([[0, 0, 2]], [1.0, 2.0, 4.0], (3,))  # index 0 twice
+        >>> dense_values(grad).tolist()
+        [3.0, 4.0]
+    """
+    return tensor.coalesce().values() if tensor.is_sparse else tensor
 
 
 def squared_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -446,6 +459,7 @@ def underflow_counts(tensors: Sequence[Tensor], threshold: Tensor | float) -> tu
         >>> under.tolist(), nonzero.tolist()
         ([2.0], [3.0])
     """
+    tensors = [dense_values(t) for t in tensors]
     under = [torch.count_nonzero((t.abs() < threshold) & (t != 0)) for t in tensors]
     nonzero = [torch.count_nonzero(t) for t in tensors]
     return torch.stack(under).double(), torch.stack(nonzero).double()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import stats
 from ..errors import ConfigError, ModelError
 from ..history import History
 from ..hooks import HookSet
@@ -206,7 +207,7 @@ def subnormal_fraction(model: nn.Module) -> float:
         if grad is None or not grad.is_floating_point():
             continue
         tiny = torch.finfo(grad.dtype).tiny
-        magnitude = grad.detach().abs()
+        magnitude = stats.dense_values(grad.detach()).abs()  # an embedding's sparse gradient too
         subnormal += int(((magnitude > 0) & (magnitude < tiny)).sum())
         total += grad.numel()
     return subnormal / total if total else 0.0

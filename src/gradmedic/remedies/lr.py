@@ -27,6 +27,19 @@ from ..training import make_optimizer
 
 SMOOTHING = 0.9
 DIVERGED = 4.0
+#: The optimizers of :func:`gradmedic.training.make_optimizer` that can step sparse gradients.
+SPARSE_READY = ("sgd", "momentum", "adagrad")
+
+
+def sparse_gradient_layers(model: nn.Module) -> list[str]:
+    """Names of the embeddings that make sparse gradients (``nn.Embedding(sparse=True)``).
+
+    Example:
+        >>> sparse_gradient_layers(nn.Sequential(nn.Embedding(5, 2, sparse=True), nn.Linear(2, 1)))
+        ['0']
+    """
+    kinds = (nn.Embedding, nn.EmbeddingBag)
+    return [name for name, module in model.named_modules() if isinstance(module, kinds) and module.sparse]
 
 
 @dataclass
@@ -60,6 +73,13 @@ def find_lr(
     """
     if not 0 < start < end or steps < 5:
         raise ConfigError("find_lr needs 0 < start < end and at least 5 steps")
+    sparse = sparse_gradient_layers(model)
+    if sparse and optimizer not in SPARSE_READY:
+        raise ConfigError(
+            f"find_lr with {optimizer!r} cannot step the sparse gradients of {', '.join(sparse)} "
+            f"(an embedding with sparse=True): pass optimizer= one of {', '.join(SPARSE_READY)}, "
+            "or build the embedding with sparse=False"
+        )
     trial = copy.deepcopy(model)
     trial.train()
     opt = make_optimizer(optimizer, trial.parameters(), start)

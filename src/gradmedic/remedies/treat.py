@@ -36,7 +36,7 @@ from ..errors import ConfigError, ModelError
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
-from .lr import LRFinderResult, find_lr, suggest_optimizer
+from .lr import LRFinderResult, find_lr, sparse_gradient_layers, suggest_optimizer
 from .normalization import add_normalization
 from .recurrent import forget_gate_bias, swap_recurrent
 from .residual import add_residual
@@ -126,7 +126,8 @@ def treat(
             values in place, so an optimizer built before ``treat`` keeps updating the model's
             original layers; a kept structural remedy (normalization, residual, recurrent) adds
             parameters that such an optimizer does not hold: build the optimizer after ``treat``.
-        suggest_lr: run :func:`gradmedic.find_lr` on the treated model (needs targets or loss_fn).
+        suggest_lr: run :func:`gradmedic.find_lr` on the treated model (needs targets or loss_fn;
+            skipped for a model with sparse gradients, which the suggested Adam cannot step).
     """
     allowed = _allowed(allow)
     before = checkup(model, inputs, targets, loss_fn)
@@ -143,7 +144,7 @@ def treat(
         work, state.changes, before, state.report, suggest_optimizer(before), rounds=state.rounds
     )
     treatment.clip_norm = CLIP_NORM if "clipping" in state.tried and "clipping" in allowed else None
-    if suggest_lr and (targets is not None or loss_fn is not None):
+    if suggest_lr and (targets is not None or loss_fn is not None) and not sparse_gradient_layers(work):
         batch = (inputs, targets if targets is not None else torch.zeros(0))
         treatment.lr_curve = find_lr(work, batch, _loss_callable(loss_fn, targets))
         treatment.lr = treatment.lr_curve.suggestion
