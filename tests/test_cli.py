@@ -207,3 +207,11 @@ def test_console_script_in_a_subprocess(targets: Path, tmp_path: Path) -> None:
     data = json.loads(json_path.read_text(encoding="utf-8"))
     assert data["healthy"] is True and data["format"] == "gradmedic.report"
     assert textwrap.dedent(done.stderr).strip() == ""
+
+
+def test_python_dash_m_runs_the_same_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gradmedic", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"gradmedic {gradmedic.__version__}"
