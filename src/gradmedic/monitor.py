@@ -140,11 +140,15 @@ class Monitor:
     statistics'. Call :meth:`step` (or let the optimizer's ``step()`` do it) before the weights
     change.
 
-    Cost: on a recorded step the statistics are computed on the device with a few fused kernels
-    (one ``torch._foreach_norm`` over the weight gradients, one norm per layer output in the
-    backward pass) and kept there; nothing is copied to the host and the host never waits for
-    the device until a flush, which copies every pending value in one non-blocking transfer per
-    device and synchronises once.
+    Cost: on a recorded step the statistics are computed on the device and kept there; nothing is
+    copied to the host and the host never waits for the device until a flush, which copies every
+    pending value in one non-blocking transfer per device and synchronises once. On an
+    accelerator the output gradients are held through the backward pass and their norms taken
+    with the weight gradients' in one fused ``torch._foreach_norm`` (see
+    :mod:`gradmedic._signal_buffer`), and small outputs are copied on activation steps and
+    measured together (:mod:`gradmedic._activation_buffer`); on CPU each output gradient's norm
+    is taken in the hook, while it is in cache. A sparse gradient (``nn.Embedding(sparse=True)``)
+    is measured by its coalesced values, which on a GPU waits for the device.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
