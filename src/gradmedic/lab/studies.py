@@ -4,7 +4,7 @@ Every study is a grid task x recipe x variant (x axis value) x seed, built for a
 
 * ``quick`` covers every study in at most 5 minutes on 2 CPU cores (one seed, a 2-rate sweep,
   the grids' ends);
-* ``full`` takes about 40 minutes on 2 cores (3 seeds, a 3-rate sweep, 300 steps, more depths
+* ``full`` takes about 19 minutes on 2 cores (3 seeds, a 3-rate sweep, 300 steps, more depths
   and sequence lengths; 486 cells).
 
 Unless a study says otherwise, the digits MLPs are 64 units wide and trained with Adam on
