@@ -28,8 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -71,10 +69,9 @@ class ActivationBuffer:
         return rows
 
     def _measure(self) -> None:
-        for (_, _, device, kind), members in self._groups.items():
-            nan = torch.full((), math.nan, dtype=torch.float32, device=device)
+        for (_, _, _, kind), members in self._groups.items():
             copies = [copy for _, copy in members]
             stacked = torch.stack(copies) if len(copies) > 1 else copies[0].unsqueeze(0)
-            rows = stats.device_activation_rows(stacked, kind, nan)
+            rows = stats.device_activation_rows(stacked, kind)
             self._rows.extend((layer, rows[k]) for k, (layer, _) in enumerate(members))
         self._groups, self._bytes = {}, 0
