@@ -57,7 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("-o", "--out", metavar="PATH", help="the HTML file (default: RUN with .html)")
     page.add_argument("--title", help="the page title")
     add_lab_parser(commands)
+    add_run_parser(commands)
     return parser
+
+
+def add_run_parser(commands: Any) -> None:
+    """``gradmedic run [--out DIR] [--every N] [--live] SCRIPT [ARGS...]``."""
+    run = commands.add_parser(
+        "run",
+        help="run an unmodified training script, watch every model its optimizers train, diagnose at exit",
+        description="Runs SCRIPT as 'python SCRIPT ARGS' would, watches each model an optimizer trains "
+        "(from its second step), and at exit prints the diagnosis and writes DIR/report.json, "
+        "DIR/report.html and DIR/run.jsonl. Exits with the script's own status.",
+    )
+    run.add_argument("--out", metavar="DIR", default="gradmedic-run",
+                     help="where the reports and runs go (default gradmedic-run)")  # fmt: skip
+    run.add_argument("--every", metavar="N", type=_positive_int,
+                     help="record the per-layer signal every N steps (default: watch()'s)")  # fmt: skip
+    run.add_argument("--live", action="store_true", help="a terminal view of the signal and findings")
+    run.add_argument("script", metavar="SCRIPT", help="the training script")
+    run.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS", help="the script's arguments")
+
+
+def run_script_command(args: argparse.Namespace) -> int:
+    """``gradmedic run SCRIPT ARGS``: the script's own exit status."""
+    from .script_runner import run_script
+
+    options = {"every": args.every} if args.every else {}
+    return run_script(args.script, args.script_args, args.out, options, live=args.live).status
 
 
 #: The lab's studies, for the help text (``gradmedic.lab.studies.STUDIES``, not imported here).
@@ -227,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_report(args)
         if args.command == "lab":
             return run_lab_command(args)
+        if args.command == "run":
+            return run_script_command(args)
     except (GradmedicError, ImportError) as error:
         print(f"gradmedic: {error}", file=sys.stderr)
         return 2
