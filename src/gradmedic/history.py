@@ -260,6 +260,12 @@ class History:
     def __repr__(self) -> str:
         return f"History({len(self.layers)} layers, {len(self)} rows, metrics={self.metrics})"
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a run: what it holds and its pictures (``html_report.history_fragment``)."""
+        from .html_report import history_fragment
+
+        return history_fragment(self)
+
     # -- saving ----------------------------------------------------------------------------
 
     def header(self) -> dict[str, Any]:

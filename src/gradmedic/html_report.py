@@ -26,6 +26,7 @@ import base64
 import html
 import io
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,6 +168,92 @@ def save_treatment_html(path: str | Path, treatment: Treatment, title: str | Non
     path = Path(path)
     path.write_text(treatment_html(treatment, title), encoding="utf-8")
     return path
+
+
+# -- notebooks -------------------------------------------------------------------------------
+
+#: The class of the element that holds a notebook fragment; its style sheet applies inside it only.
+NOTEBOOK_SCOPE = "gradmedic-nb"
+
+
+def report_fragment(report: Report, history: History | None = None) -> str:
+    """The report as an HTML fragment for a notebook cell: verdict, signal picture, findings.
+
+    A fragment, not a page: one ``<div>`` holding its own style sheet, scoped to that ``div`` so the
+    notebook's styles and the report's do not mix, and no script (notebooks do not run it).
+    ``Report._repr_html_`` returns it, so a report displays itself in Jupyter.
+
+    Example:
+        >>> from gradmedic.diagnosis.findings import Report
+        >>> fragment = report_fragment(Report([], 1.0, "checkup"))
+        >>> fragment.startswith('<div class="gradmedic-nb">'), "<html" in fragment, "Healthy" in fragment
+        (True, False, True)
+    """
+    parts = [_verdict_box(report, history), _flow_picture(report, history)]
+    if report.findings:
+        parts.append(f"<h2>Findings</h2>{_findings(report, 'nb-finding', fold=True)}")
+    return _fragment(parts)
+
+
+def treatment_fragment(treatment: Treatment) -> str:
+    """A treatment as a notebook fragment: before and after, both signals on one axis, the changes.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> import gradmedic
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> treatment = gradmedic.treat(model, torch.randn(16, 4), suggest_lr=False)
+        >>> fragment = treatment_fragment(treatment)
+        >>> "Before treatment" in fragment and "<script" not in fragment
+        True
+    """
+    return _fragment([_treatment_summary(treatment), _treatment_picture(treatment),
+                      f"<h2>What the treatment changed</h2>{_changes(treatment)}"])  # fmt: skip
+
+
+def history_fragment(history: History) -> str:
+    """A recorded run as a notebook fragment: what it holds, then its pictures (no diagnosis).
+
+    Example:
+        >>> from gradmedic.history import History
+        >>> from gradmedic.layers import LayerInfo
+        >>> history = History([LayerInfo("0", "Linear", "param", ["0.weight"])], ["0.weight"])
+        >>> "0 recorded steps" in history_fragment(history)
+        True
+    """
+    model = history.meta.get("model", "a model")
+    summary = (
+        f"<p><strong>gradmedic run of {_e(model)}</strong>: {len(history)} recorded steps, "
+        f"{len(history.layers)} layers observed. <code>gradmedic.diagnose(history)</code> names what went "
+        "wrong.</p>"
+    )
+    return _fragment([summary, _history_pictures(history)])
+
+
+def scoped_css(css: str, scope: str) -> str:
+    """``css`` with every rule confined to elements inside ``.scope`` (the page's root rules to it).
+
+    Example:
+        >>> print(scoped_css(":root { --x: 1; } body, p { margin: 0; }", "box"))
+        .box { --x: 1; }
+        .box, .box p { margin: 0; }
+    """
+    rules = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        scoped = []
+        for selector in (part.strip() for part in selectors.split(",")):
+            scoped.append(f".{scope}" if selector in (":root", "body", "html") else f".{scope} {selector}")
+        rules.append(f"{', '.join(scoped)} {{{body}}}")
+    return "\n".join(rules)
+
+
+def _fragment(parts: Sequence[str]) -> str:
+    body = "\n".join(part for part in parts if part)
+    return (
+        f'<div class="{NOTEBOOK_SCOPE}"><style>{scoped_css(CSS, NOTEBOOK_SCOPE)}\n'
+        f".{NOTEBOOK_SCOPE} {{ padding: .5rem 0; max-width: 1000px; }}</style>\n{body}\n</div>"
+    )
 
 
 def report_run(

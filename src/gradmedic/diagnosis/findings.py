@@ -238,6 +238,12 @@ class Report:
 
         return save_html(path, self, history)
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a report: verdict, signal picture, findings (``html_report.report_fragment``)."""
+        from ..html_report import report_fragment
+
+        return report_fragment(self)
+
     def __str__(self) -> str:
         return self.render()
 

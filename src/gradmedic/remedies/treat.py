@@ -104,6 +104,12 @@ class Treatment:
 
         return save_treatment_html(path, self, title)
 
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a treatment: before/after, both signals, the changes."""
+        from ..html_report import treatment_fragment
+
+        return treatment_fragment(self)
+
 
 def treat(
     model: nn.Module,
