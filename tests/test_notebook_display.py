@@ -26,7 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def displayed() -> dict[str, str]:
     """The three objects' notebook HTML: a checkup, a treatment and a watched run of a sick net."""
     torch.manual_seed(0)
-    model = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(16, 16), nn.Sigmoid())], nn.Linear(16, 4))
+    blocks = [m for _ in range(12) for m in (nn.Linear(16, 16), nn.Sigmoid())]
+    model = nn.Sequential(*blocks, nn.Linear(16, 4))
     x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
     report = gradmedic.checkup(model, x, y)
     treatment = gradmedic.treat(model, x, y, suggest_lr=False)
