@@ -56,6 +56,7 @@ from .history import (
 from .hooks import HookSet
 from .integrations.distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
+from .op_layers import Discovery, OpProbe, candidate_leaves, discover
 from .schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
@@ -169,7 +170,8 @@ class Monitor:
         self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
         self._time_schedule: Schedule = as_schedule(opts["time_every"], "time_every")
         self._flush_every = _positive_int(opts["flush_every"], "flush_every")
-        self.layers: list[LayerInfo] = find_layers(model)
+        self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
+        self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
         modules = dict(model.named_modules())
@@ -209,6 +211,10 @@ class Monitor:
         self._forward_seen = False
         self._signal = SignalBuffer()
         self._act_copies = ActivationBuffer()
+        self._ops_found = False
+        self._op_weights: dict[int, int] = {}
+        self._op_biases: dict[int, int] = {}
+        self._probe: OpProbe | None = None
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -266,6 +272,7 @@ class Monitor:
         finally:
             self._activation_hooks.remove()
         self._remove_leaf_hooks()
+        self._exit_probe()
         self._attached = False
         self._modules = []
         self._activation_modules = []
@@ -360,9 +367,11 @@ class Monitor:
         """Register one forward hook per layer (and the optimizer's step hooks); everything the
         hooks look up per call is computed here, once."""
         modules = dict(model.named_modules())
-        self._modules = [modules[layer.name] for layer in self.layers]
+        self._modules = [modules.get(layer.name) for layer in self.layers]  # None: an op layer
         self._params = list(model.parameters())
-        self._param_layer = _param_layer_index(model, self.layers)
+        if self._op_candidates:
+            self._register_op_layers(model)
+        self._param_layer = _param_layer_index(self._history.params, self.layers)
         self._kinds = [
             stats.activation_kind(module if is_activation else None)
             for module, is_activation in zip(self._modules, self._is_activation)
@@ -373,6 +382,8 @@ class Monitor:
         on_and_off = not all(self._is_activation)  # a param layer's hook marks every forward pass
         self._activation_modules = []
         for index, module in enumerate(self._modules):
+            if module is None:  # an op layer: reported by the OpProbe
+                continue
             if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
                 hook = functools.partial(self._on_recurrent_forward, index)
                 self._hooks.add(module.register_forward_hook(hook, with_kwargs=True))
@@ -385,6 +396,94 @@ class Monitor:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
         self._snapshot = False
+
+    # -- op layers (see gradmedic.op_layers) -----------------------------------------------
+
+    def _register_op_layers(self, model: nn.Module) -> None:
+        """Hooks on the root module that find the op layers at the first forward pass with
+        gradients, and then put an :class:`OpProbe` around the forward passes of recorded steps."""
+        leaves = {leaf.name: leaf.tensor for leaf in candidate_leaves(model).values()}
+        named = dict(model.named_parameters())
+        self._params += [leaves[name] for name in self._history.params[len(named) :]]
+        modules = dict(model.named_modules())
+        self._op_weights, self._op_biases = {}, {}
+        for index, layer in enumerate(self.layers):
+            if layer.name in modules or layer.name not in leaves:
+                continue
+            self._op_weights[id(leaves[layer.name])] = index
+            self._op_biases.update({id(leaves[name]): index for name in layer.params[1:] if name in leaves})
+        self._hooks.add(model.register_forward_pre_hook(self._before_root_forward, with_kwargs=True))
+        self._hooks.add(model.register_forward_hook(self._after_root_forward, always_call=True))
+
+    def _before_root_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._attached or not torch.is_grad_enabled() or self._probe is not None:
+            return
+        if not self._ops_found:
+            self._ops_found = True
+            self._add_op_layers(model, self._discover(model, args, kwargs))
+        if self._op_weights and (self._signal_on or self._acts_on):
+            self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
+            self._probe.__enter__()
+
+    def _after_root_forward(self, model: nn.Module, args: object, output: object) -> None:
+        pending = self._exit_probe()
+        if pending is not None and output is not None:
+            self._on_op_output(*pending)
+
+    def _exit_probe(self) -> tuple[int, Tensor] | None:
+        """Leave the probe's TorchFunctionMode (if entered); return the output it still held."""
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return None
+        pending = probe.take()
+        probe.__exit__(None, None, None)
+        return pending
+
+    def _on_op_output(self, index: int, output: Tensor) -> None:
+        self._on_forward(index, None, (), output)
+
+    def _discover(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
+        """One forward pass that finds the op layers; the monitor's hooks stay quiet during it."""
+        if self._history.metrics:  # rows already written with the layers as they were
+            return Discovery(
+                notes=["op layers not searched: the first forward pass came after recorded steps"]
+            )
+        self._attached = False
+        try:
+            return discover(model, args, kwargs)
+        finally:
+            self._attached = True
+
+    def _add_op_layers(self, model: nn.Module, found: Discovery) -> None:
+        """Put the op layers found in place of the modules they split (in their columns, so no
+        other column moves), the rest after; then hook the model again."""
+        slots = {layer.name: i for i, layer in enumerate(self.layers) if layer.kind == "param"}
+        used = {name for op in found.layers for name in op.leaves}
+        named = set(self._history.params)
+        for op in found.layers:
+            info = LayerInfo(op.name, op.type, "param", list(op.leaves))
+            slot = slots.pop(op.owner, None)
+            leftover = [] if slot is None else [p for p in self.layers[slot].params if p not in used]
+            if slot is not None and leftover:  # the module keeps the parameters no op took
+                self.layers[slot].params = leftover
+                slot = None
+            if slot is None:
+                self.layers.append(info)
+                self._is_activation.append(False)
+            else:
+                self.layers[slot] = info
+            self._history.params.extend(name for name in op.leaves if name not in named)
+        meta = self._history.meta
+        meta["op_layers"] = {op.name: {"type": op.type, "fan_in": op.fan_in} for op in found.layers}
+        if found.notes:
+            meta["op_layer_notes"] = list(found.notes)
+        if self._reducer is not None:
+            widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
+            self._reducer = Reducer(widths, self._flush_every)
+        self._hooks.remove()
+        self._activation_hooks.remove()
+        self._register(model)
+        self._place_activation_hooks()
 
     def _place_activation_hooks(self) -> None:
         """Hook the activation modules on the steps that observe them, and until each was seen once
@@ -912,10 +1011,10 @@ def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) ->
         )
 
 
-def _param_layer_index(model: nn.Module, layers: list[LayerInfo]) -> list[int]:
-    """For each parameter (``model.parameters()`` order), the column of the layer owning it."""
+def _param_layer_index(params: list[str], layers: list[LayerInfo]) -> list[int]:
+    """For each parameter (the History's ``params`` order), the column of the layer owning it."""
     owner = {name: i for i, layer in enumerate(layers) for name in layer.params}
-    return [owner[name] for name, _ in model.named_parameters()]
+    return [owner[name] for name in params]
 
 
 def _closure_given(args: object, kwargs: object) -> bool:
