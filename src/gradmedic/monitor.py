@@ -191,8 +191,8 @@ class Monitor:
         self._activation_hooks = HookSet()
         self._activation_modules: list[tuple[int, nn.Module]] = []
         self._activations_seen = False
-        self._modules: list[nn.Module] = []
-        self._params: list[nn.Parameter] = []
+        self._modules: list[nn.Module | None] = []  # None: an op layer
+        self._params: list[Tensor] = []  # the parameters, then the op layers' other leaf tensors
         self._is_activation = [layer.kind == "activation" for layer in self.layers]
         self._kinds: list[stats.ActivationKind] = []
         self._param_layer: list[int] = []
@@ -457,21 +457,23 @@ class Monitor:
     def _add_op_layers(self, model: nn.Module, found: Discovery) -> None:
         """Put the op layers found in place of the modules they split (in their columns, so no
         other column moves), the rest after; then hook the model again."""
-        slots = {layer.name: i for i, layer in enumerate(self.layers) if layer.kind == "param"}
         used = {name for op in found.layers for name in op.leaves}
+        free = []
+        for index, layer in enumerate(self.layers):  # modules whose weights the ops took
+            if layer.kind == "param" and used.intersection(layer.params):
+                leftover = [name for name in layer.params if name not in used]
+                if leftover:
+                    layer.params = leftover  # the module keeps the parameters no op took
+                else:
+                    free.append(index)
         named = set(self._history.params)
         for op in found.layers:
             info = LayerInfo(op.name, op.type, "param", list(op.leaves))
-            slot = slots.pop(op.owner, None)
-            leftover = [] if slot is None else [p for p in self.layers[slot].params if p not in used]
-            if slot is not None and leftover:  # the module keeps the parameters no op took
-                self.layers[slot].params = leftover
-                slot = None
-            if slot is None:
+            if free:
+                self.layers[free.pop(0)] = info
+            else:
                 self.layers.append(info)
                 self._is_activation.append(False)
-            else:
-                self.layers[slot] = info
             self._history.params.extend(name for name in op.leaves if name not in named)
         meta = self._history.meta
         meta["op_layers"] = {op.name: {"type": op.type, "fan_in": op.fan_in} for op in found.layers}
@@ -504,7 +506,7 @@ class Monitor:
             self._activations_seen = all(seen)
         return self._activations_seen
 
-    def _on_forward(self, index: int, module: nn.Module, args: object, output: object) -> None:
+    def _on_forward(self, index: int, module: nn.Module | None, args: object, output: object) -> None:
         if not self._attached or not torch.is_grad_enabled():
             return
         if _is_compiling():
@@ -944,7 +946,7 @@ class _WeightCopy:
         self.indices: list[int] = []
         self.buffers: list[Tensor] = []
 
-    def take(self, params: list[nn.Parameter]) -> bool:
+    def take(self, params: list[Tensor]) -> bool:
         """Copy the parameters that require a gradient; return True."""
         indices = [i for i, p in enumerate(params) if p.requires_grad]
         sources = [params[i].detach() for i in indices]

@@ -137,7 +137,12 @@ class FunctionModel(nn.Module):
 
 
 def is_torch_layer(module: nn.Module) -> bool:
-    """Whether ``module`` is a layer of torch itself (its parameters are measured by module hooks)."""
+    """Whether ``module`` is a layer of torch itself (its parameters are measured by module hooks).
+
+    ``nn.ParameterList`` and ``nn.ParameterDict`` hold bare weights: they are not layers.
+    """
+    if isinstance(module, (nn.ParameterList, nn.ParameterDict)):
+        return False
     return type(module).__module__.startswith("torch.")
 
 
@@ -263,7 +268,7 @@ class Recorder(TorchFunctionMode):
             return
         bias = self._leaves.get(id(others[0]))
         layer = self.layers[key]
-        if bias is not None and bias.owner == layer.owner and id(bias.tensor) not in self._claimed:
+        if bias is not None and id(bias.tensor) not in self._claimed:
             self._claimed.add(id(bias.tensor))
             layer.leaves.append(bias.name)
         if bias is not None and bias.name in layer.leaves[1:]:

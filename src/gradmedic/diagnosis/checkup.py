@@ -74,9 +74,10 @@ def checkup(
     if params is not None:
         model = model if isinstance(model, FunctionModel) else FunctionModel(model, params)
     elif callable(model) and not isinstance(model, nn.Module):
-        raise ConfigError(
-            f"{getattr(model, '__name__', type(model).__name__)} is a function, not an nn.Module: pass "
-            "its weights too, checkup(fn, inputs, targets, params={'W1': W1, ...})"
+        raise ModelError(
+            f"expected a torch.nn.Module, got function {getattr(model, '__name__', type(model).__name__)}: "
+            "for a network written as a function, pass its weights: "
+            "checkup(fn, inputs, targets, params={'W1': W1, ...})"
         )
     model = require_module(model)
     notes: list[str] = []
