@@ -370,3 +370,81 @@ def test_a_hand_written_linear_module_stays_one_module_layer() -> None:
     history = monitored(model, torch.randn(5, 4))
     assert [layer.name for layer in history.layers] == ["0", "1", "2"]
     assert np.isfinite(history.array("signal_norm")[1][0]).all()
+
+
+def test_reinit_initialises_bare_weights_by_their_fan_in_and_the_activation_that_follows() -> None:
+    torch.manual_seed(7)
+    model = MatmulMLP((40, 200, 100, 3), activation="relu", gain=5.0)
+    twin = module_twin(model)
+    x = torch.randn(64, 40)
+    functional = gradmedic.reinit(model, "kaiming_uniform", data=x)
+    modular = gradmedic.reinit(twin, "kaiming_uniform", data=x)
+    assert [(c.action, c.skipped) for c in functional] == [(c.action, c.skipped) for c in modular]
+    assert [c.layer for c in functional] == ["W0", "W1", "W2"]
+    for i, fan_in in enumerate((40, 200, 100)):
+        weight = getattr(model, f"W{i}").detach()
+        bound = nn.init.calculate_gain("relu" if i < 2 else "linear") * math.sqrt(3 / fan_in)
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound, i
+        assert not getattr(model, f"b{i}").detach().any()
+
+
+def test_reinit_without_data_leaves_bare_weights_as_they_were_and_says_why() -> None:
+    model = MatmulMLP()
+    before = [p.detach().clone() for p in model.parameters()]
+    changes = gradmedic.reinit(model)
+    assert all(c.skipped for c in changes) and "pass data=" in changes[0].action
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_treat_heals_a_bare_sigmoid_stack_as_its_twin_and_skips_what_it_cannot_change() -> None:
+    torch.manual_seed(3)
+    torch.set_flush_denormal(True)
+    model = MatmulMLP((32,) + (32,) * 12 + (10,), activation="sigmoid")
+    x, y = torch.randn(128, 32), torch.randint(0, 10, (128,))
+    functional = gradmedic.treat(model, x, y, suggest_lr=False)
+    modular = gradmedic.treat(module_twin(model), x, y, suggest_lr=False)
+    assert not functional.before.healthy
+    assert functional.after.healthy == modular.after.healthy
+    assert functional.after.score == pytest.approx(modular.after.score, abs=0.05)
+    centred = [c for c in functional.changes if "centred" in c.action and not c.skipped]
+    assert len(centred) == 12
+    for family in ("activation", "normalization"):
+        model = MatmulMLP((32,) + (32,) * 12 + (10,), activation="sigmoid")
+        changes = gradmedic.treat(model, x, y, allow=[family], suggest_lr=False).changes
+        assert changes and all(c.skipped for c in changes), family
+        assert any("forward()" in c.action for c in changes), family
+
+
+def test_the_html_report_and_plots_show_op_layers(tmp_path: object) -> None:
+    pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    from gradmedic import plots
+
+    torch.manual_seed(8)
+    model = MixedNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradmedic.watch(model, optimizer, **ALL_STATS) as monitor:
+        for _ in range(3):
+            optimizer.zero_grad()
+            loss = loss_of(model(inputs_for(model)))
+            loss.backward()
+            optimizer.step()
+            monitor.step(loss)
+    history = monitor.history
+    report = monitor.diagnose()
+    assert [layer.name for layer in report.layers] == ["W_in", "hidden", "W_out"]
+    page = report.save_html(Path(str(tmp_path)) / "report.html", history).read_text(encoding="utf-8")
+    assert "W_in" in page and "W_out" in page
+    figure = plots.flow(history)
+    labels = [
+        tick.get_text() for axis in figure.axes for tick in [*axis.get_xticklabels(), *axis.get_yticklabels()]
+    ]
+    assert "W_in" in " ".join(labels) and "W_out" in " ".join(labels)
+    assert plots.activations(history).axes and plots.update_ratios(history).axes
+    saved = Path(str(tmp_path)) / "run.jsonl"
+    history.save(saved)
+    loaded = gradmedic.History.load(saved)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in history.layers]
+    assert loaded.meta["op_layers"]["W_in"]["type"] == "matmul"
+    assert gradmedic.diagnose(loaded).kinds == report.kinds

@@ -308,6 +308,37 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return _decide(recorder, leaves, module_outputs)
 
 
+def discover_on(model: nn.Module, inputs: Any) -> Discovery:
+    """:func:`discover` on ``inputs`` as ``checkup`` takes them: a tensor, a tuple of positional
+    arguments or a dict of keyword arguments; nothing to find without inputs."""
+    if inputs is None or not candidate_leaves(model):
+        return Discovery()
+    if isinstance(inputs, dict):
+        return discover(model, (), inputs)
+    return discover(model, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,), {})
+
+
+def leaf_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The candidate leaves of ``model`` by qualified name."""
+    return {leaf.name: leaf.tensor for leaf in candidate_leaves(model).values()}
+
+
+def as_out_in(weight: Tensor, op: OpLayer) -> Tensor | None:
+    """An op layer's weight seen as ``nn.Linear``/``nn.Conv`` store theirs (``[out, in, ...]``),
+    a view of it (``x @ W`` keeps ``W`` as ``[in, out]``), or None if its input side is unknown.
+
+    Example:
+        >>> W = torch.zeros(5, 3)
+        >>> as_out_in(W, OpLayer("W", "matmul", "", ["W"], fan_in=5)).shape
+        torch.Size([3, 5])
+    """
+    if op.type not in WEIGHT_OP_TYPES or op.fan_in is None or weight.dim() < 2:
+        return None
+    if op.type.startswith("conv") or (weight.dim() == 2 and weight.shape[1] == op.fan_in):
+        return weight
+    return weight.T if weight.dim() == 2 and weight.shape[0] == op.fan_in else None
+
+
 def _output_keeper(name: str, outputs: dict[str, object]) -> Callable[[nn.Module, object, object], None]:
     def keep(module: nn.Module, args: object, output: object) -> None:
         outputs.setdefault(name, output)
