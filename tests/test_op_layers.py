@@ -448,3 +448,37 @@ def test_the_html_report_and_plots_show_op_layers(tmp_path: object) -> None:
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in history.layers]
     assert loaded.meta["op_layers"]["W_in"]["type"] == "matmul"
     assert gradmedic.diagnose(loaded).kinds == report.kinds
+
+
+def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() -> None:
+    torch.manual_seed(9)
+
+    class HandRNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W_x = nn.Parameter(torch.randn(3, 16) / 3**0.5)
+            self.W_h = nn.Parameter(torch.randn(16, 16) / 16**0.5)
+            self.W_y = nn.Parameter(torch.randn(16, 2) / 4)
+
+        def forward(self, x: Tensor, keep: list[Tensor] | None = None) -> Tensor:
+            h = torch.zeros(len(x), 16)
+            for t in range(x.shape[1]):
+                pre = h @ self.W_h
+                if keep is not None:
+                    pre.retain_grad()
+                    keep.append(pre)
+                h = torch.tanh(x[:, t] @ self.W_x + pre)
+            return h @ self.W_y
+
+    model = HandRNN()
+    x = torch.randn(8, 12, 3)
+    keep: list[Tensor] = []
+    loss_of(model(x, keep)).backward()
+    want = [t.grad.norm().item() for t in reversed(keep)]  # steps back from the last
+    model.zero_grad()
+    history = monitored(model, x)
+    assert [history.layers[i].name for i in history.time_layers] == ["W_h"]  # W_x reads the input only
+    steps, rows = history.time_rows("W_h")
+    assert rows.shape == (1, 12)
+    assert rows[0] == pytest.approx(want, rel=1e-5)
+    assert history.array("time_length")[1][0, history.time_layers[0]] == 12

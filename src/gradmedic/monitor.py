@@ -215,6 +215,7 @@ class Monitor:
         self._op_weights: dict[int, int] = {}
         self._op_biases: dict[int, int] = {}
         self._probe: OpProbe | None = None
+        self._op_time: set[int] = set()  # op layers called several times a forward pass
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -421,7 +422,7 @@ class Monitor:
         if not self._ops_found:
             self._ops_found = True
             self._add_op_layers(model, self._discover(model, args, kwargs))
-        if self._op_weights and (self._signal_on or self._acts_on):
+        if self._op_weights and (self._signal_on or self._acts_on or self._time_on):
             self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
             self._probe.__enter__()
 
@@ -441,6 +442,8 @@ class Monitor:
 
     def _on_op_output(self, index: int, output: Tensor) -> None:
         self._on_forward(index, None, (), output)
+        if self._time_on and index in self._op_time and self._time is not None and self._attached:
+            self._time.op_call(index, output)
 
     def _discover(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
         """One forward pass that finds the op layers; the monitor's hooks stay quiet during it."""
@@ -475,6 +478,7 @@ class Monitor:
                 self.layers.append(info)
                 self._is_activation.append(False)
             self._history.params.extend(name for name in op.leaves if name not in named)
+        self._add_op_time_layers(found)
         meta = self._history.meta
         meta["op_layers"] = {op.name: {"type": op.type, "fan_in": op.fan_in} for op in found.layers}
         if found.notes:
@@ -486,6 +490,16 @@ class Monitor:
         self._activation_hooks.remove()
         self._register(model)
         self._place_activation_hooks()
+
+    def _add_op_time_layers(self, found: Discovery) -> None:
+        """Op layers of a recurrence written by hand get statistics through time (one step per call)."""
+        column = {layer.name: i for i, layer in enumerate(self.layers)}
+        repeated = [column[op.name] for op in found.layers if op.recurrent]
+        self._op_time = set(repeated)
+        self._history.time_layers.extend(repeated)
+        if self._time is not None or repeated:  # as wide as the layers are now
+            self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
+        self._time_on = self._time is not None and self._time_schedule(self._step)
 
     def _place_activation_hooks(self) -> None:
         """Hook the activation modules on the steps that observe them, and until each was seen once

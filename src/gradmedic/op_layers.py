@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -86,6 +87,9 @@ class OpLayer:
         owner: the module that holds the weight.
         leaves: qualified names of its tensors: the weight, then a bias (if any).
         fan_in: input size of the weight's linear map (None where it has none, e.g. einsum).
+        calls: how many times the op ran in the forward pass.
+        recurrent: whether a call's input came from an earlier call's output (a recurrence
+            written by hand, ``h = torch.tanh(x[:, t] @ W_x + h @ W_h)``: ``W_h``, not ``W_x``).
     """
 
     name: str
@@ -93,6 +97,8 @@ class OpLayer:
     owner: str
     leaves: list[str]
     fan_in: int | None = None
+    calls: int = 1
+    recurrent: bool = False
 
 
 @dataclass
@@ -223,6 +229,7 @@ class Recorder(TorchFunctionMode):
         self.notes: list[str] = []
         self._last: tuple[int, Tensor] | None = None
         self._claimed: set[int] = set()
+        self._nodes: dict[int, Any] = {}
 
     def __torch_function__(
         self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: Any = None
@@ -258,6 +265,12 @@ class Recorder(TorchFunctionMode):
             if id(other.tensor) not in self._claimed:
                 self._claimed.add(id(other.tensor))
                 self.layers[key].leaves.append(other.name)
+        layer = self.layers[key]
+        previous = self.outputs.get(key)
+        if previous and not layer.recurrent:
+            inputs = [t for _, t, leaf in found if leaf is None]
+            layer.recurrent = reaches(inputs, self._nodes[key])
+        self._nodes[key] = result.grad_fn
         self.outputs.setdefault(key, []).append(result)
         self._last = (key, result)
 
@@ -284,6 +297,29 @@ class Recorder(TorchFunctionMode):
                 )
                 if note not in self.notes:
                     self.notes.append(note)
+
+
+def reaches(tensors: list[Tensor], node: Any, limit: int = 256) -> bool:
+    """Whether autograd ``node`` is among the first ``limit`` nodes of the graph behind ``tensors``
+    (breadth first: a recurrence's previous step is a few nodes back).
+
+    Example:
+        >>> W = torch.ones(2, 2, requires_grad=True)
+        >>> h0 = torch.ones(1, 2) @ W
+        >>> reaches([torch.tanh(h0)], h0.grad_fn), reaches([torch.ones(1, 2)], h0.grad_fn)
+        (True, False)
+    """
+    queue = deque(t.grad_fn for t in tensors if t.grad_fn is not None)
+    seen: set[int] = set()
+    while queue and len(seen) < limit:
+        current = queue.popleft()
+        if current is node:
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        queue.extend(next_node for next_node, _ in current.next_functions if next_node is not None)
+    return False
 
 
 def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
@@ -360,6 +396,8 @@ def _decide(recorder: Recorder, leaves: dict[int, Leaf], module_outputs: dict[st
         if not (whole and owner != "" and module_outputs.get(owner) is outputs[0]):
             found.split.append(owner)
     found.layers = [layer for layer in recorder.layers.values() if layer.owner in found.split]
+    for key, layer in recorder.layers.items():
+        layer.calls = len(recorder.outputs[key])
     return found
 
 
