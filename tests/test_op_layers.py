@@ -478,7 +478,7 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
     model.zero_grad()
     history = monitored(model, x)
     assert [history.layers[i].name for i in history.time_layers] == ["W_h"]  # W_x reads the input only
-    steps, rows = history.time_rows("W_h")
+    _, rows = history.time_rows("W_h")
     assert rows.shape == (1, 12)
     assert rows[0] == pytest.approx(want, rel=1e-5)
     assert history.array("time_length")[1][0, history.time_layers[0]] == 12

@@ -145,6 +145,10 @@ def reinit(
     slopes = _leaky_slopes(model)
     changes = []
     for name in chosen:
+        if data is None and not is_torch_layer(modules[name]):  # bare weights: found only on data
+            why = "bare weights (maybe used by ops in forward()): pass data= (an example batch) to find them"
+            changes.append(Change("init", name, why, skipped=True))
+            continue
         activation = after.get(name)
         orthogonal = deep or (centred and activation in OFF_CENTRE)
         slope = slopes.get(name, 0.01)
@@ -242,9 +246,6 @@ def _reinit_layer(
         return init_recurrent(name, module, "orthogonal")
     if isinstance(module, KEEP_AS_IS):
         return Change("init", name, f"{type(module).__name__} keeps its own initialisation", skipped=True)
-    if not isinstance(module, WEIGHT_LAYERS) and candidate_leaves(module) and not is_torch_layer(module):
-        why = "its weights are bare (used by ops in forward()): pass data= (an example batch) to find them"
-        return Change("init", name, why, skipped=True)
     if not isinstance(module, WEIGHT_LAYERS):
         return Change(
             "init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
