@@ -482,3 +482,32 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
     assert rows.shape == (1, 12)
     assert rows[0] == pytest.approx(want, rel=1e-5)
     assert history.array("time_length")[1][0, history.time_layers[0]] == 12
+
+
+def test_the_readme_snippet_for_bare_weights_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Models written with bare weights") :]
+    code = re.findall(r"```python\n(.*?)```", section[: section.index("\n## ", 10)], flags=re.DOTALL)
+    assert len(code) == 1
+    exec(compile(code[0], "README.md: bare weights", "exec"), {"__name__": "readme_snippet"})
+    printed = capsys.readouterr().out
+    assert "['W1', 'W2']" in printed and "gradmedic" in printed
+
+
+def test_watching_a_function_model_whose_function_is_called_directly_says_what_to_do() -> None:
+    from gradmedic.op_layers import FunctionModel
+
+    W = torch.randn(3, 2, requires_grad=True)
+
+    def fn(x: Tensor) -> Tensor:
+        return x @ W
+
+    optimizer, net = torch.optim.SGD([W], lr=0.1), FunctionModel(fn, {"W": W})
+    with gradmedic.watch(net, optimizer) as monitor:
+        fn(torch.randn(4, 3)).sum().backward()
+        with pytest.raises(ModelError, match="call the model"):
+            optimizer.step()
+    assert monitor.history.layers == []

@@ -56,7 +56,7 @@ from .history import (
 from .hooks import HookSet
 from .integrations.distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
-from .op_layers import Discovery, OpProbe, candidate_leaves, discover
+from .op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
 from .schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
@@ -728,7 +728,15 @@ class Monitor:
             self._snapshot = self._weights.take(self._params)
 
     def _refuse_unseen_forward(self) -> None:
-        """Gradients without a forward pass through the hooks: compiled code ran instead."""
+        """Gradients without a forward pass through the hooks: compiled code ran instead (or a
+        :class:`~gradmedic.op_layers.FunctionModel`'s function was called, not the model)."""
+        model = self._model_ref()
+        if isinstance(model, FunctionModel) and any(t.grad is not None for t in model.leaves.values()):
+            raise ModelError(
+                "gradients arrived but the watched FunctionModel was not called: call the model "
+                "(net = FunctionModel(fn, params); loss = loss_fn(net(x), y)), not the function, so "
+                "gradmedic sees the forward pass"
+            )
         if any(p.grad is not None for p in self._params):
             raise UnsupportedError(
                 "gradients arrived but no forward pass went through the watched modules: a model "
@@ -899,6 +907,8 @@ class Monitor:
             return
         self._snapshot = False
         trainable, before = self._weights.indices, self._weights.buffers
+        if not trainable:  # nothing to measure (a model whose op layers were never called)
+            return
         after = [self._params[i].detach() for i in trainable]
         weight_sq = stats.squared_norms(before)
         torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
@@ -1019,7 +1029,7 @@ def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) ->
             "pass it as watch(model, optimizer) or leave it out and call monitor.step()"
         )
     owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    if not any(id(p) in owned for p in model.parameters()):
+    if not any(id(p) in owned for p in [*model.parameters(), *extra_leaves(model)]):
         raise ConfigError(
             f"the {type(optimizer).__name__} given does not own any parameter of "
             f"{type(model).__name__}: build it from model.parameters() (or pass the optimizer "
