@@ -111,6 +111,29 @@ def build_mlp(batch_scale: int = 1) -> Workload:
     return Workload("mlp", model, _sgd(model), inputs, targets)
 
 
+class BareMLP(nn.Module):
+    """The ``mlp`` workload written with bare weights: ``tanh(x @ W + b)`` (op layers, no modules)."""
+
+    def __init__(self, linears: list[nn.Linear]) -> None:
+        super().__init__()
+        self.weights = nn.ParameterList([nn.Parameter(lin.weight.detach().T.clone()) for lin in linears])
+        self.biases = nn.ParameterList([nn.Parameter(linear.bias.detach().clone()) for linear in linears])
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = x @ weight + bias
+            x = torch.tanh(x) if i < last else x
+        return x
+
+
+def build_mlp_bare(batch_scale: int = 1) -> Workload:
+    """The ``mlp`` workload (same weights, same batch) written with bare weights and ``@``."""
+    module_twin = build_mlp(batch_scale)
+    model = BareMLP([m for m in module_twin.model if isinstance(m, nn.Linear)])
+    return Workload("mlp_bare", model, _sgd(model), module_twin.inputs, module_twin.targets)
+
+
 def build_cnn(batch_scale: int = 1) -> Workload:
     """3 Conv2d-BatchNorm2d-ReLU blocks of 32 channels on 16x16 images, batch 64."""
     torch.manual_seed(SEED)
@@ -167,6 +190,7 @@ def build_transformer(batch_scale: int = 1) -> Workload:
 #: The workloads by name; each builder takes a factor its batch size is multiplied by.
 WORKLOADS: dict[str, Callable[[int], Workload]] = {
     "mlp": build_mlp,
+    "mlp_bare": build_mlp_bare,
     "cnn": build_cnn,
     "lstm": build_lstm,
     "transformer": build_transformer,

@@ -10,7 +10,9 @@ default: the replay below costs about one more training step of the layer) it:
   the recurrence (:func:`gradmedic.recurrent_stats.bptt_squared_norms`) to get the gradient at
   every hidden state of the top layer, and the memory-gate statistics of every layer;
 * for a cell, counts its calls (call ``k`` of a forward pass is step ``k``), keeps the squared
-  norm of the gradient that reaches the ``h`` of each call, and the gate statistics of each call.
+  norm of the gradient that reaches the ``h`` of each call, and the gate statistics of each call;
+* likewise for an op layer (:mod:`gradmedic.op_layers`) called several times in a forward pass:
+  the gradient at the output of each call.
 
 Example:
     >>> import torch
@@ -126,6 +128,16 @@ class TimeRecorder:
         gate = cell_memory_gate(module, (input, hx))
         if gate is not None:
             self._gates.setdefault(index, []).append(gate_stats(gate))
+
+    def op_call(self, index: int, output: Tensor) -> None:
+        """One call of an op layer called several times in a forward pass (a recurrence written by
+        hand, ``h = torch.tanh(x[:, t] @ W_x + h @ W_h)``): call ``k`` is step ``k``, as for a cell."""
+        step = self._cell_steps.get(index, 0)
+        self._cell_steps[index] = step + 1
+        if output.grad_fn is not None:
+            output.grad_fn.register_prehook(
+                functools.partial(self._on_cell_grad, index, step, output.output_nr)
+            )
 
     def _on_cell_grad(self, index: int, step: int, output_nr: int,
                       grad_outputs: tuple[Tensor | None, ...]) -> None:  # fmt: skip

@@ -61,11 +61,14 @@ def is_activation(module: nn.Module) -> bool:
     return isinstance(module, ACTIVATION_TYPES)
 
 
-def find_layers(model: nn.Module) -> list[LayerInfo]:
-    """List the layers gradmedic observes in ``model``, in ``named_modules`` order.
+def find_layers(model: nn.Module, required: bool = True) -> list[LayerInfo]:
+    """List the module layers gradmedic observes in ``model``, in ``named_modules`` order.
+
+    Layers written as functional ops on bare weights are found while the model runs (see
+    :mod:`gradmedic.op_layers`); ``required=False`` allows a model that has only those.
 
     Raises:
-        ModelError: when ``model`` is not an ``nn.Module`` or has no layer to observe.
+        ModelError: when ``model`` is not an ``nn.Module`` or has no layer to observe (and ``required``).
     """
     require_module(model)
     layers = []
@@ -75,7 +78,7 @@ def find_layers(model: nn.Module) -> list[LayerInfo]:
             layers.append(LayerInfo(name, type(module).__name__, "activation", own))
         elif own:
             layers.append(LayerInfo(name, type(module).__name__, "param", own))
-    if not layers:
+    if not layers and required:
         raise ModelError(
             f"{type(model).__name__} has no parameters and no activation module to observe: "
             "pass the model you train (an nn.Module with parameters)"

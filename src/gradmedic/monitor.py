@@ -56,6 +56,7 @@ from .history import (
 from .hooks import HookSet
 from .integrations.distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
+from .op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
 from .schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
@@ -169,7 +170,8 @@ class Monitor:
         self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
         self._time_schedule: Schedule = as_schedule(opts["time_every"], "time_every")
         self._flush_every = _positive_int(opts["flush_every"], "flush_every")
-        self.layers: list[LayerInfo] = find_layers(model)
+        self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
+        self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
         modules = dict(model.named_modules())
@@ -189,8 +191,8 @@ class Monitor:
         self._activation_hooks = HookSet()
         self._activation_modules: list[tuple[int, nn.Module]] = []
         self._activations_seen = False
-        self._modules: list[nn.Module] = []
-        self._params: list[nn.Parameter] = []
+        self._modules: list[nn.Module | None] = []  # None: an op layer
+        self._params: list[Tensor] = []  # the parameters, then the op layers' other leaf tensors
         self._is_activation = [layer.kind == "activation" for layer in self.layers]
         self._kinds: list[stats.ActivationKind] = []
         self._param_layer: list[int] = []
@@ -209,6 +211,11 @@ class Monitor:
         self._forward_seen = False
         self._signal = SignalBuffer()
         self._act_copies = ActivationBuffer()
+        self._ops_found = False
+        self._op_weights: dict[int, int] = {}
+        self._op_biases: dict[int, int] = {}
+        self._probe: OpProbe | None = None
+        self._op_time: set[int] = set()  # op layers called several times a forward pass
         self._reset_step_state()
         self._last_closed: _StepRecord | None = None
 
@@ -266,6 +273,7 @@ class Monitor:
         finally:
             self._activation_hooks.remove()
         self._remove_leaf_hooks()
+        self._exit_probe()
         self._attached = False
         self._modules = []
         self._activation_modules = []
@@ -360,9 +368,11 @@ class Monitor:
         """Register one forward hook per layer (and the optimizer's step hooks); everything the
         hooks look up per call is computed here, once."""
         modules = dict(model.named_modules())
-        self._modules = [modules[layer.name] for layer in self.layers]
+        self._modules = [modules.get(layer.name) for layer in self.layers]  # None: an op layer
         self._params = list(model.parameters())
-        self._param_layer = _param_layer_index(model, self.layers)
+        if self._op_candidates:
+            self._register_op_layers(model)
+        self._param_layer = _param_layer_index(self._history.params, self.layers)
         self._kinds = [
             stats.activation_kind(module if is_activation else None)
             for module, is_activation in zip(self._modules, self._is_activation)
@@ -373,6 +383,8 @@ class Monitor:
         on_and_off = not all(self._is_activation)  # a param layer's hook marks every forward pass
         self._activation_modules = []
         for index, module in enumerate(self._modules):
+            if module is None:  # an op layer: reported by the OpProbe
+                continue
             if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
                 hook = functools.partial(self._on_recurrent_forward, index)
                 self._hooks.add(module.register_forward_hook(hook, with_kwargs=True))
@@ -385,6 +397,109 @@ class Monitor:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
         self._snapshot = False
+
+    # -- op layers (see gradmedic.op_layers) -----------------------------------------------
+
+    def _register_op_layers(self, model: nn.Module) -> None:
+        """Hooks on the root module that find the op layers at the first forward pass with
+        gradients, and then put an :class:`OpProbe` around the forward passes of recorded steps."""
+        leaves = {leaf.name: leaf.tensor for leaf in candidate_leaves(model).values()}
+        named = dict(model.named_parameters())
+        self._params += [leaves[name] for name in self._history.params[len(named) :]]
+        modules = dict(model.named_modules())
+        self._op_weights, self._op_biases = {}, {}
+        for index, layer in enumerate(self.layers):
+            if layer.name in modules or layer.name not in leaves:
+                continue
+            self._op_weights[id(leaves[layer.name])] = index
+            self._op_biases.update({id(leaves[name]): index for name in layer.params[1:] if name in leaves})
+        self._hooks.add(model.register_forward_pre_hook(self._before_root_forward, with_kwargs=True))
+        self._hooks.add(model.register_forward_hook(self._after_root_forward, always_call=True))
+
+    def _before_root_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._attached or not torch.is_grad_enabled() or self._probe is not None:
+            return
+        if not self._ops_found:
+            self._ops_found = True
+            self._add_op_layers(model, self._discover(model, args, kwargs))
+        if self._op_weights and (self._signal_on or self._acts_on or self._time_on):
+            self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
+            self._probe.__enter__()
+
+    def _after_root_forward(self, model: nn.Module, args: object, output: object) -> None:
+        pending = self._exit_probe()
+        if pending is not None and output is not None:
+            self._on_op_output(*pending)
+
+    def _exit_probe(self) -> tuple[int, Tensor] | None:
+        """Leave the probe's TorchFunctionMode (if entered); return the output it still held."""
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return None
+        pending = probe.take()
+        probe.__exit__(None, None, None)
+        return pending
+
+    def _on_op_output(self, index: int, output: Tensor) -> None:
+        self._on_forward(index, None, (), output)
+        if self._time_on and index in self._op_time and self._time is not None and self._attached:
+            self._time.op_call(index, output)
+
+    def _discover(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
+        """One forward pass that finds the op layers; the monitor's hooks stay quiet during it."""
+        if self._history.metrics:  # rows already written with the layers as they were
+            return Discovery(
+                notes=["op layers not searched: the first forward pass came after recorded steps"]
+            )
+        self._attached = False
+        try:
+            return discover(model, args, kwargs)
+        finally:
+            self._attached = True
+
+    def _add_op_layers(self, model: nn.Module, found: Discovery) -> None:
+        """Put the op layers found in place of the modules they split (in their columns, so no
+        other column moves), the rest after; then hook the model again."""
+        used = {name for op in found.layers for name in op.leaves}
+        free = []
+        for index, layer in enumerate(self.layers):  # modules whose weights the ops took
+            if layer.kind == "param" and used.intersection(layer.params):
+                leftover = [name for name in layer.params if name not in used]
+                if leftover:
+                    layer.params = leftover  # the module keeps the parameters no op took
+                else:
+                    free.append(index)
+        named = set(self._history.params)
+        for op in found.layers:
+            info = LayerInfo(op.name, op.type, "param", list(op.leaves))
+            if free:
+                self.layers[free.pop(0)] = info
+            else:
+                self.layers.append(info)
+                self._is_activation.append(False)
+            self._history.params.extend(name for name in op.leaves if name not in named)
+        self._add_op_time_layers(found)
+        meta = self._history.meta
+        meta["op_layers"] = {op.name: {"type": op.type, "fan_in": op.fan_in} for op in found.layers}
+        if found.notes:
+            meta["op_layer_notes"] = list(found.notes)
+        if self._reducer is not None:
+            widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
+            self._reducer = Reducer(widths, self._flush_every)
+        self._hooks.remove()
+        self._activation_hooks.remove()
+        self._register(model)
+        self._place_activation_hooks()
+
+    def _add_op_time_layers(self, found: Discovery) -> None:
+        """Op layers of a recurrence written by hand get statistics through time (one step per call)."""
+        column = {layer.name: i for i, layer in enumerate(self.layers)}
+        repeated = [column[op.name] for op in found.layers if op.recurrent]
+        self._op_time = set(repeated)
+        self._history.time_layers.extend(repeated)
+        if self._time is not None or repeated:  # as wide as the layers are now
+            self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
+        self._time_on = self._time is not None and self._time_schedule(self._step)
 
     def _place_activation_hooks(self) -> None:
         """Hook the activation modules on the steps that observe them, and until each was seen once
@@ -405,7 +520,7 @@ class Monitor:
             self._activations_seen = all(seen)
         return self._activations_seen
 
-    def _on_forward(self, index: int, module: nn.Module, args: object, output: object) -> None:
+    def _on_forward(self, index: int, module: nn.Module | None, args: object, output: object) -> None:
         if not self._attached or not torch.is_grad_enabled():
             return
         if _is_compiling():
@@ -613,7 +728,15 @@ class Monitor:
             self._snapshot = self._weights.take(self._params)
 
     def _refuse_unseen_forward(self) -> None:
-        """Gradients without a forward pass through the hooks: compiled code ran instead."""
+        """Gradients without a forward pass through the hooks: compiled code ran instead (or a
+        :class:`~gradmedic.op_layers.FunctionModel`'s function was called, not the model)."""
+        model = self._model_ref()
+        if isinstance(model, FunctionModel) and any(t.grad is not None for t in model.leaves.values()):
+            raise ModelError(
+                "gradients arrived but the watched FunctionModel was not called: call the model "
+                "(net = FunctionModel(fn, params); loss = loss_fn(net(x), y)), not the function, so "
+                "gradmedic sees the forward pass"
+            )
         if any(p.grad is not None for p in self._params):
             raise UnsupportedError(
                 "gradients arrived but no forward pass went through the watched modules: a model "
@@ -784,6 +907,8 @@ class Monitor:
             return
         self._snapshot = False
         trainable, before = self._weights.indices, self._weights.buffers
+        if not trainable:  # nothing to measure (a model whose op layers were never called)
+            return
         after = [self._params[i].detach() for i in trainable]
         weight_sq = stats.squared_norms(before)
         torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
@@ -845,7 +970,7 @@ class _WeightCopy:
         self.indices: list[int] = []
         self.buffers: list[Tensor] = []
 
-    def take(self, params: list[nn.Parameter]) -> bool:
+    def take(self, params: list[Tensor]) -> bool:
         """Copy the parameters that require a gradient; return True."""
         indices = [i for i, p in enumerate(params) if p.requires_grad]
         sources = [params[i].detach() for i in indices]
@@ -904,7 +1029,7 @@ def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) ->
             "pass it as watch(model, optimizer) or leave it out and call monitor.step()"
         )
     owned = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    if not any(id(p) in owned for p in model.parameters()):
+    if not any(id(p) in owned for p in [*model.parameters(), *extra_leaves(model)]):
         raise ConfigError(
             f"the {type(optimizer).__name__} given does not own any parameter of "
             f"{type(model).__name__}: build it from model.parameters() (or pass the optimizer "
@@ -912,10 +1037,10 @@ def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) ->
         )
 
 
-def _param_layer_index(model: nn.Module, layers: list[LayerInfo]) -> list[int]:
-    """For each parameter (``model.parameters()`` order), the column of the layer owning it."""
+def _param_layer_index(params: list[str], layers: list[LayerInfo]) -> list[int]:
+    """For each parameter (the History's ``params`` order), the column of the layer owning it."""
     owner = {name: i for i, layer in enumerate(layers) for name in layer.params}
-    return [owner[name] for name, _ in model.named_parameters()]
+    return [owner[name] for name in params]
 
 
 def _closure_given(args: object, kwargs: object) -> bool:

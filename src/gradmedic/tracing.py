@@ -1,5 +1,8 @@
 """What the forward pass shows about a model's structure: the activation after each layer.
 
+A layer written as an op on a bare weight (``torch.tanh(x @ self.W1 + self.b1)``, see
+:mod:`gradmedic.op_layers`) is named after its weight (``W1``) and gets its activation the same way.
+
 Activations may be modules (``nn.Tanh()``) or plain calls inside ``forward``
 (``torch.sigmoid(x)``, ``F.relu(x)``, ``x.tanh()``); both go through ``torch`` functions, so a
 ``TorchFunctionMode`` sees them in execution order. Each parametrised layer gets the first
@@ -37,6 +40,7 @@ from torch.overrides import TorchFunctionMode
 from . import stats
 from .hooks import HookSet
 from .layers import find_layers
+from .op_layers import OP_TYPES, candidate_leaves, leaf_of, operands
 
 #: Activation function names (as ``func.__name__`` of torch / F / Tensor methods) and a module
 #: standing for each, used for its saturation band and whether its units can die.
@@ -72,11 +76,13 @@ class ActivationTracer(TorchFunctionMode):
         self._model = model
         self._hooks = HookSet()
         self._open: str | None = None
+        self._weights: dict[int, str] = {}
         self.after: dict[str, FollowingActivation] = {}
 
     def __enter__(self) -> ActivationTracer:
+        self._weights = {key: leaf.name for key, leaf in candidate_leaves(self._model).items()}
         modules = dict(self._model.named_modules())
-        for layer in find_layers(self._model):
+        for layer in find_layers(self._model, required=False):
             if layer.kind == "param":
                 module = modules[layer.name]
                 self._hooks.add(module.register_forward_pre_hook(self._on_start))
@@ -105,6 +111,13 @@ class ActivationTracer(TorchFunctionMode):
         self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
         result = func(*args, **(kwargs or {}))
+        if self._weights and getattr(func, "__name__", "") in OP_TYPES:
+            weight = next(
+                (w for _, t in operands(args, kwargs or {}) if (w := self._weights.get(id(leaf_of(t))))), None
+            )
+            if weight is not None:  # an op layer starts (and ends): the next activation is its
+                self._open = weight
+                return result
         name = activation_name(func)
         if name is not None and self._open is not None and isinstance(result, Tensor):
             if self._open not in self.after:

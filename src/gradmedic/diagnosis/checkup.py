@@ -26,6 +26,7 @@ from ..history import History
 from ..hooks import HookSet
 from ..layers import require_module
 from ..monitor import Monitor
+from ..op_layers import FunctionModel, extra_leaves
 from ..tracing import ActivationTracer
 from .evidence import Evidence, evidence_from_history
 from .findings import LayerSummary, Report
@@ -40,28 +41,49 @@ LossFn = Callable[..., Tensor]
 
 
 def checkup(
-    model: nn.Module,
+    model: nn.Module | Callable[..., Any],
     inputs: Any,
     targets: Tensor | None = None,
     loss_fn: LossFn | None = None,
+    params: dict[str, Tensor] | None = None,
 ) -> Report:
     """Diagnose ``model`` from one forward/backward pass on ``inputs``; no optimizer step.
 
     Args:
-        model: the network, in the state you would start training it.
+        model: the network, in the state you would start training it; or a plain function
+            computing with leaf tensors that require grad, given as ``params``.
         inputs: a tensor, a tuple of positional arguments, or a dict of keyword arguments.
         targets: optional targets; with integer targets and no ``loss_fn`` the loss is
             cross-entropy, with float targets mean squared error.
         loss_fn: optional ``loss_fn(output, targets)`` (or ``loss_fn(output)`` without targets).
+        params: for a plain function, its weights by name (``{"W1": W1, "W2": W2}``): the layers
+            are the ops that use them (see :mod:`gradmedic.op_layers`), named by these keys.
 
     The model is left exactly as found: parameters, ``.grad`` fields, train/eval mode of every
     module, buffers (BatchNorm running statistics) and the RNG state. The pass runs in train mode.
+
+    Example (a network as the tutorials write it):
+        >>> W1 = torch.randn(8, 16, requires_grad=True)
+        >>> W2 = torch.randn(16, 3, requires_grad=True)
+        >>> def net(x):
+        ...     return torch.tanh(x @ W1) @ W2
+        >>> report = checkup(net, torch.randn(32, 8), torch.randint(0, 3, (32,)), params={"W1": W1, "W2": W2})
+        >>> [layer.name for layer in report.layers], W1.grad is None
+        (['W1', 'W2'], True)
     """
-    require_module(model)
+    if params is not None:
+        model = model if isinstance(model, FunctionModel) else FunctionModel(model, params)
+    elif callable(model) and not isinstance(model, nn.Module):
+        raise ModelError(
+            f"expected a torch.nn.Module, got function {getattr(model, '__name__', type(model).__name__)}: "
+            "for a network written as a function, pass its weights: "
+            "checkup(fn, inputs, targets, params={'W1': W1, ...})"
+        )
+    model = require_module(model)
     notes: list[str] = []
     with preserved(model):
         model.train()
-        for param in model.parameters():
+        for param in [*model.parameters(), *extra_leaves(model)]:
             param.grad = None
         monitor = Monitor(model, every=1, activations_every=1, updates_every=None, flush_every=1)
         with monitor, ActivationTracer(model) as tracer:
@@ -202,7 +224,7 @@ def batch_size(inputs: Any) -> int | None:
 def subnormal_fraction(model: nn.Module) -> float:
     """Fraction of gradient values that are subnormal (non-zero, below the smallest normal)."""
     total, subnormal = 0, 0
-    for param in model.parameters():
+    for param in [*model.parameters(), *extra_leaves(model)]:
         grad = param.grad
         if grad is None or not grad.is_floating_point():
             continue
@@ -216,7 +238,7 @@ def subnormal_fraction(model: nn.Module) -> float:
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
     """Restore ``.grad`` fields, each module's mode, all buffers and the RNG state on exit."""
-    grads = [(p, p.grad) for p in model.parameters()]
+    grads = [(p, p.grad) for p in [*model.parameters(), *extra_leaves(model)]]
     modes = [(m, m.training) for m in model.modules()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     rng = torch.get_rng_state()

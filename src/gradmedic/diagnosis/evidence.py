@@ -15,12 +15,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..history import History, NonFiniteEvent
+from ..op_layers import WEIGHT_OP_TYPES, candidate_leaves
+from ..op_layers import weight_gain as op_weight_gain
 from ..profile import layer_profile
 from ..recurrent_stats import decay_per_step, median_profile, memory_horizon, reach, span
 from ..tracing import ACTIVATIONS, FollowingActivation
@@ -166,6 +169,20 @@ def weight_gain(module: nn.Module) -> float:
     return float(weight.detach().float().std()) * math.sqrt(fan_in)
 
 
+def _op_gain(weight: torch.Tensor | None, op: dict[str, Any] | None) -> float:
+    """The gain of an op layer's weight (NaN without the model, or for an op without a fan-in)."""
+    if weight is None or op is None or op.get("type") not in WEIGHT_OP_TYPES:
+        return math.nan
+    return op_weight_gain(weight, op.get("fan_in"))
+
+
+def _is_weight(module: nn.Module | None, type_name: str, op: dict[str, Any] | None) -> bool:
+    """Whether a layer (a module, an op layer, or a type name alone) is a linear map."""
+    if module is not None:
+        return isinstance(module, WEIGHT_TYPES)
+    return op.get("type") in WEIGHT_OP_TYPES if op is not None else type_name in WEIGHT_NAMES
+
+
 def evidence_from_history(
     history: History,
     model: nn.Module | None,
@@ -183,21 +200,24 @@ def evidence_from_history(
     underflow = layer_profile(history, "grad_underflow", last).values
     after = activations if activations is not None else _activation_modules(history, last)
     modules = dict(model.named_modules()) if model is not None else {}
+    ops: dict[str, dict[str, Any]] = history.meta.get("op_layers", {})
+    weights = {leaf.name: leaf.tensor for leaf in candidate_leaves(model).values()} if ops and model else {}
     layers = []
     columns = zip(signal.layers, signal.values, weight_grad, updates, underflow)
     for layer, value, grad, update, lost in columns:
         module = modules.get(layer.name)
         following = after.get(layer.name)
+        op = ops.get(layer.name) if module is None else None
         layers.append(
             LayerEvidence(
                 layer.name, layer.type, float(value), float(grad),
                 activation=following.name if following else None,
                 saturated=following.saturated if following else math.nan,
                 dead=following.dead if following else math.nan,
-                gain=weight_gain(module) if module is not None else math.nan,
+                gain=weight_gain(module) if module is not None else _op_gain(weights.get(layer.name), op),
                 update_ratio=float(update),
                 underflow=float(lost),
-                weight=isinstance(module, WEIGHT_TYPES) if module is not None else layer.type in WEIGHT_NAMES,
+                weight=_is_weight(module, layer.type, op),
             )
         )  # fmt: skip
     evidence = Evidence(layers, source="monitor", non_finite=list(history.non_finite))

@@ -18,6 +18,15 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..layers import ACTIVATION_TYPES, find_layers
+from ..op_layers import (
+    WEIGHT_OP_TYPES,
+    OpLayer,
+    as_out_in,
+    candidate_leaves,
+    discover_on,
+    is_torch_layer,
+    leaf_tensors,
+)
 from ..tracing import following_activations
 from .changes import Change
 
@@ -107,7 +116,10 @@ def reinit(
             _normal]``, ``kaiming``/``he[_uniform|_normal]``, ``lecun``, ``orthogonal`` or ``lsuv``
             (orthogonal, then each layer rescaled to unit output variance on ``data``).
         data: an example batch (tensor, tuple or dict of inputs). With it, the activation after
-            each layer is found by tracing the forward pass, so ``torch.tanh(x)`` in forward counts.
+            each layer is found by tracing the forward pass, so ``torch.tanh(x)`` in forward counts,
+            and bare weights used by ops (``x @ self.W1 + self.b1``) are found and re-initialised
+            as the layers they are (see :mod:`gradmedic.op_layers`); without it they are left as
+            they were.
         zero_bias: set biases to zero.
         layers: only these layers (qualified names); all by default.
     """
@@ -116,21 +128,42 @@ def reinit(
         raise ConfigError("scheme='lsuv' needs data=an example batch of inputs to measure variances")
     after = following_activations(model, data)
     modules = dict(model.named_modules())
+    found = discover_on(model, data)
+    ops = [op for op in found.layers if layers is None or op.name in layers]
     chosen = [
         layer.name
-        for layer in find_layers(model)
-        if layer.kind == "param" and (layers is None or layer.name in layers)
+        for layer in find_layers(model, required=not candidate_leaves(model))
+        if layer.kind == "param"
+        and (layers is None or layer.name in layers)
+        and layer.name not in found.split
     ]
-    deep = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) >= DEEP
+    weights = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) + sum(
+        op.type in WEIGHT_OP_TYPES for op in ops
+    )
+    deep = weights >= DEEP
     centred = scheme == "auto" and data is not None  # then sigmoid layers get the centred rescaling
     slopes = _leaky_slopes(model)
     changes = []
     for name in chosen:
+        if data is None and not is_torch_layer(modules[name]):  # bare weights: found only on data
+            why = "bare weights (maybe used by ops in forward()): pass data= (an example batch) to find them"
+            changes.append(Change("init", name, why, skipped=True))
+            continue
         activation = after.get(name)
         orthogonal = deep or (centred and activation in OFF_CENTRE)
         slope = slopes.get(name, 0.01)
         changes.append(_reinit_layer(name, modules[name], scheme, activation, orthogonal, zero_bias, slope))
-    return changes + _calibrate(model, scheme, data, changes, after)
+    tensors = leaf_tensors(model)
+    made_ops = []
+    for op in ops:
+        activation = after.get(op.name)
+        orthogonal = deep or (centred and activation in OFF_CENTRE)
+        change = _reinit_op(op, tensors, scheme, activation, orthogonal, zero_bias)
+        made_ops += [] if change.skipped else [op]
+        changes.append(change)
+    modules_changed = changes[: len(chosen)]
+    calibrated = _calibrate(model, scheme, data, modules_changed, after)
+    return changes + calibrated + _calibrate_ops(model, scheme, data, made_ops, after)
 
 
 def _calibrate(
@@ -147,6 +180,40 @@ def _calibrate(
     if scheme == "auto" and data is not None and off_centre:
         return rescale_to_unit_variance(model, data, off_centre, center=True)
     return []
+
+
+def _calibrate_ops(
+    model: nn.Module, scheme: str, data: Any, ops: list[OpLayer], after: dict[str, str]
+) -> list[Change]:
+    """:func:`_calibrate` for the op layers re-initialised (bare weights), after the modules'."""
+    from .lsuv import rescale_op_layers
+
+    if scheme == "lsuv" and ops:
+        return rescale_op_layers(model, data, ops)
+    off_centre = [op for op in ops if after.get(op.name) in OFF_CENTRE]
+    if scheme == "auto" and data is not None and off_centre:
+        return rescale_op_layers(model, data, off_centre, center=True)
+    return []
+
+
+def _reinit_op(
+    op: OpLayer, tensors: dict[str, Tensor], scheme: str, activation: str | None, deep: bool, zero_bias: bool
+) -> Change:
+    """Re-initialise an op layer's bare weight (seen as ``[out, in]``) and zero its bias."""
+    weight = as_out_in(tensors[op.name], op)
+    if op.type == "embedding":
+        return Change("init", op.name, "an embedding keeps its own initialisation", skipped=True)
+    if weight is None:
+        return Change(
+            "init", op.name, f"no initialiser for a {op.type} op layer: left as it was", skipped=True
+        )
+    used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
+    init_weight(weight, used, activation)
+    if zero_bias:
+        with torch.no_grad():
+            for name in op.leaves[1:]:
+                tensors[name].zero_()
+    return Change("init", op.name, f"{used} ({activation or 'no activation'})")
 
 
 def _leaky_slopes(model: nn.Module) -> dict[str, float]:

@@ -23,9 +23,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
+from ..op_layers import OP_TYPES, OpLayer, leaf_of, leaf_tensors, operands
 from .changes import Change
 
 CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
@@ -137,3 +139,88 @@ def _broadcast(module: nn.Module, output: Tensor, values: Tensor) -> Tensor:
     shape = [1] * output.dim()
     shape[_channel_dim(module, output)] = -1
     return values.reshape(shape)
+
+
+def rescale_op_layers(model: nn.Module, data: Any, ops: list[OpLayer], center: bool = False) -> list[Change]:
+    """:func:`rescale_to_unit_variance` for op layers (bare weights, see :mod:`gradmedic.op_layers`).
+
+    The op's output (its weight's part) is rescaled when the op is called, and the bias, whether
+    the op adds it (``F.linear(x, W, b)``) or the code does right after (``x @ W + b``), is set
+    the same way as a module's.
+
+    Example:
+        >>> from gradmedic.op_layers import discover_on
+        >>> class Bare(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.W = nn.Parameter(torch.randn(16, 16) * 3)
+        ...         self.b = nn.Parameter(torch.zeros(16))
+        ...     def forward(self, x):
+        ...         return x @ self.W + self.b
+        >>> model, x = Bare(), torch.randn(512, 16)
+        >>> [c.action for c in rescale_op_layers(model, x, discover_on(model, x).layers)]
+        ['lsuv: scaled to unit output variance']
+        >>> round(model(x).var().item(), 2)
+        1.0
+    """
+    calibrator = _OpCalibrator(leaf_tensors(model), ops, center)
+    with calibrator:
+        dry_run(model, data)
+    return [
+        Change("init", op.name, calibrator.found[op.name])
+        if op.name in calibrator.found
+        else Change("init", op.name, f"lsuv: no rescaling for a {op.type} op layer", skipped=True)
+        for op in ops
+    ]
+
+
+class _OpCalibrator(TorchFunctionMode):
+    """Rescales each op layer's weight (and bias) at its first call, and hands the result on."""
+
+    def __init__(self, tensors: dict[str, Tensor], ops: list[OpLayer], center: bool) -> None:
+        super().__init__()
+        self._ops = {id(tensors[op.name]): op for op in ops if op.type in CALIBRATED_OPS}
+        self._tensors = tensors
+        self._center = center
+        self.found: dict[str, str] = {}
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if OP_TYPES.get(getattr(func, "__name__", "")) is None or not isinstance(result, Tensor):
+            return result
+        given = [leaf_of(t) for _, t in operands(args, kwargs)]
+        op = next((self._ops[id(t)] for t in given if id(t) in self._ops), None)
+        if op is None or op.name in self.found:
+            return result
+        return self._rescale(op, result, any(id(t) in {id(b) for b in self._biases(op)} for t in given))
+
+    def _biases(self, op: OpLayer) -> list[Tensor]:
+        return [self._tensors[name] for name in op.leaves[1:] if self._tensors[name].dim() == 1]
+
+    def _rescale(self, op: OpLayer, output: Tensor, bias_inside: bool) -> Tensor:
+        biases = self._biases(op)
+        bias = biases[0] if biases else None
+        unit = 1 if op.type.startswith("conv") else output.dim() - 1
+        shape = [1] * output.dim()
+        shape[unit] = -1
+        inside = bias.reshape(shape) if bias is not None and bias_inside else torch.zeros(())
+        product = output - inside
+        shift = bias.reshape(shape) if bias is not None else torch.zeros(())
+        if self._center and bias is not None:
+            shift = -product.transpose(0, unit).reshape(output.shape[unit], -1).mean(dim=1).reshape(shape)
+        scale = _fit_scale(product, shift, scales_shift=self._center)
+        self._tensors[op.name].mul_(scale)
+        if bias is not None:
+            bias.copy_(shift.reshape(-1) * (scale if self._center else 1.0))
+        centred = "each unit centred, " if self._center and bias is not None else ""
+        self.found[op.name] = f"lsuv: {centred}scaled to unit output variance"
+        if bias is not None and bias_inside:
+            return product * scale + shift * (scale if self._center else 1.0)
+        return product * scale  # the code adds the bias (now set) itself
+
+
+#: Op layers whose output is linear in their weight (see :data:`CALIBRATED`).
+CALIBRATED_OPS = ("matmul", "linear", "addmm", "conv1d", "conv2d", "conv3d")

@@ -22,6 +22,7 @@ from ..diagnosis.checkup import dry_run
 from ..errors import ConfigError
 from ..hooks import HookSet
 from ..layers import find_layers
+from ..op_layers import is_torch_layer
 from .changes import Change, set_submodule
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -84,12 +85,28 @@ def add_normalization(model: nn.Module, kind: str = "batch", data: Any = None) -
         _normalize(model, name, modules[name], kind, name in normalized_already) for name in layers[:-1]
     ]
     if layers:
-        changes.append(Change("normalization", layers[-1], "the output layer keeps its scale", skipped=True))
+        last = layers[-1]
+        why = BARE_WEIGHTS if _bare(modules[last]) else "the output layer keeps its scale"
+        changes.append(Change("normalization", last, why, skipped=True))
     return changes
+
+
+#: Why a module computing with bare weights gets no norm layer.
+BARE_WEIGHTS = (
+    "its weights are used by functional ops in forward() (op layers): there is no layer module to "
+    "follow with a norm; add F.layer_norm / a norm module in the code"
+)
+
+
+def _bare(module: nn.Module) -> bool:
+    """Whether ``module`` computes with bare weights of its own (not a torch layer)."""
+    return not is_torch_layer(module) and any(True for _ in module.parameters(recurse=False))
 
 
 def _normalize(model: nn.Module, name: str, module: nn.Module, kind: str, followed: bool) -> Change:
     norm = make_norm(module, kind)
+    if norm is None and _bare(module):
+        return Change("normalization", name, BARE_WEIGHTS, skipped=True)
     if norm is None or followed:
         reason = (
             "already followed by a norm layer" if norm is not None else f"no norm for {type(module).__name__}"
