@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
 import time
@@ -35,6 +36,16 @@ from gradmedic.diagnosis import Severity
 
 LABELS = Path(__file__).resolve().parent / "zoo" / "labels.json"
 CHECKUP_ROWS = 64
+#: The findings that name each zoo class's failure: a flag for another reason is counted as a flag,
+#: and separately as not naming the failure ("right kind"). Class ``other`` accepts any finding.
+MATCHING = {
+    "vanishing": {"vanishing_gradient", "vanishing_through_time", "precision_underflow", "stalled_layers",
+                  "too_deep", "saturated_activations", "denormal_slowdown"},
+    "exploding": {"exploding_gradient", "exploding_through_time", "non_finite"},
+    "dying": {"dead_units"},
+    "saturation": {"saturated_activations", "vanishing_gradient"},
+    "lr_optimizer": {"non_finite", "exploding_gradient", "loss_plateau", "stalled_layers"},
+}  # fmt: skip
 
 
 class UsageError(Exception):
@@ -59,6 +70,7 @@ def verdict(report: gradmedic.Report) -> dict:
         "flagged": not report.healthy,
         "worst": worst.label if report.findings else "none",
         "kinds": [f"{f.kind}:{f.severity.label}" for f in report.findings],
+        "flagged_kinds": sorted({f.kind for f in report.findings if f.severity >= Severity.WARNING}),
         "layers": len(report.layers),
         "score": round(report.score, 3),
     }
@@ -102,6 +114,39 @@ def run_treat(case: Case) -> dict:
     }
 
 
+def torchmortem_available() -> bool:
+    """Whether the optional ``torchmortem`` package can be imported."""
+    try:
+        importlib.import_module("torchmortem")
+    except ImportError:
+        return False
+    return True
+
+
+def run_torchmortem(case: Case, steps: int = 30) -> dict:
+    """torchmortem's verdict: its ``Autopsy`` watching the case's first ``steps`` training steps."""
+    module = importlib.import_module("torchmortem")
+    setup = case.build(0)
+    setup.steps = steps
+    optimizer = setup.optimizer(setup.model.parameters(), setup.lr)
+    setup.optimizer = lambda params, lr: optimizer
+    autopsy = module.Autopsy(setup.model, optimizer=optimizer)
+    autopsy.attach()
+    try:
+        fit(setup, seed=0, on_step=lambda loss: autopsy.step(loss=float(loss.detach())))
+    finally:
+        autopsy.detach()
+    findings = autopsy.get_report().findings
+    serious = [f for f in findings if f.severity.name in ("WARNING", "CRITICAL")]
+    return {
+        "flagged": bool(serious),
+        "kinds": sorted({f"{f.category}:{f.severity.name.lower()}" for f in findings}),
+        "layers": len({layer for f in findings for layer in f.affected_layers}),
+        "worst": "critical" if any(f.severity.name == "CRITICAL" for f in findings) else
+        ("warning" if serious else "none"),
+    }  # fmt: skip
+
+
 def guarded(fn: Any, case: Case) -> dict:
     """Run one measurement; a failure is recorded in its row, never fatal (a sweep never dies of one)."""
     try:
@@ -125,17 +170,27 @@ def label_of(case: Case, labels: dict) -> str:
     return "sick" if entry["confirmed"] else "relabelled"
 
 
+def describe(key: str, value: dict) -> str:
+    """One measurement in a few words: the error, FLAG/ok with the findings, or the treated score."""
+    if "error" in value:
+        return f"ERROR {value['error']}"
+    if key == "treat":
+        return f"learned {value['learned']:.2f}"
+    findings = ", ".join(value["kinds"]) or "-"
+    return f"{'FLAG' if value['flagged'] else 'ok  '} layers={value['layers']:<3} {findings}"
+
+
 def row_line(case: Case, label: str, row: dict) -> str:
-    check = row["checkup"]
-    seen = "ERROR " + check["error"] if "error" in check else f"{'FLAG' if check['flagged'] else 'ok  '} " \
-        f"layers={check['layers']:<3} {', '.join(check['kinds']) or '-'}"  # fmt: skip
-    extra = ""
-    for key in ("trial", "treat"):
-        if key in row:
-            value = row[key]
-            extra += f" | {key}: " + (value.get("error") or (("FLAG" if value.get("flagged") else "ok") if key == "trial"
-                                                           else f"learned {value['learned']:.2f}"))  # fmt: skip
-    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {seen}{extra}"
+    """The printed line of one case: id, class, family, label, then each measurement."""
+    measured = " | ".join(f"{key}: {describe(key, value)}" for key, value in row.items())
+    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {measured}"
+
+
+def names_it(kind: str, value: dict) -> bool:
+    """Whether a flagged verdict names the case's class of failure (see ``MATCHING``)."""
+    if not value.get("flagged"):
+        return False
+    return kind == "other" or bool(MATCHING[kind] & set(value.get("flagged_kinds", [])))
 
 
 def summarise(rows: dict, labels: dict) -> dict:
@@ -144,16 +199,20 @@ def summarise(rows: dict, labels: dict) -> dict:
     for kind in KINDS_ORDER:
         cases = [c for c in ALL if c.kind == kind and label_of(c, labels) == "sick"]
         entry: dict[str, Any] = {"cases": len(cases)}
-        for key in ("checkup", "trial"):
-            hits = [rows[c.id][key].get("flagged") for c in cases if key in rows.get(c.id, {})]
-            if hits:
-                entry[key] = f"{sum(bool(h) for h in hits)}/{len(hits)}"
+        for key in ("checkup", "trial", "torchmortem"):
+            seen = [rows[c.id][key] for c in cases if key in rows.get(c.id, {})]
+            if seen:
+                flagged = sum(bool(v.get("flagged")) for v in seen)
+                right = (
+                    "" if key == "torchmortem" else f" (right kind {sum(names_it(kind, v) for v in seen)})"
+                )
+                entry[key] = f"{flagged}/{len(seen)}{right}"
         treats = [rows[c.id]["treat"].get("trains") for c in cases if "treat" in rows.get(c.id, {})]
         if treats:
             entry["treat_trains"] = f"{sum(bool(t) for t in treats)}/{len(treats)}"
         summary["recall"][kind] = entry
     healthy = [c for c in ALL if c.healthy and label_of(c, labels) == "trains" and c.id in rows]
-    for key in ("checkup", "trial"):
+    for key in ("checkup", "trial", "torchmortem"):
         seen = [rows[c.id][key] for c in healthy if key in rows[c.id] and "error" not in rows[c.id][key]]
         if seen:
             summary["healthy"][key] = {
@@ -195,8 +254,10 @@ def run_confirm(cases: list[Case]) -> None:
         entry["seconds"] = round(time.perf_counter() - start, 1)
         labels[case.id] = entry
         LABELS.write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        print(f"{case.id:38s} {entry.get('confirmed')} {json.dumps({k: entry.get(k) for k in ('reported', 'fix')})[:200]}"
-              f" {entry['seconds']}s", flush=True)  # fmt: skip
+        scores = {k: (entry.get(k) or {}).get("best") for k in ("reported", "fix")}
+        print(
+            f"{case.id:38s} confirmed={entry.get('confirmed')} best {scores} {entry['seconds']}s", flush=True
+        )
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -210,6 +271,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cases", default="", help="comma-separated case ids (default: all)")
     parser.add_argument("--json", type=Path, help="write the rows and the summary here")
+    parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return parser.parse_args(argv)
 
@@ -229,12 +291,17 @@ def main(argv: list[str] | None = None) -> int:
         run_confirm(cases)
         return 0
     labels, rows = load_labels(), {}
+    mortem = torchmortem_available() and not args.no_torchmortem
+    if not mortem:
+        print("torchmortem: not installed (pip install torchmortem), its column is left out")
     start = time.perf_counter()
     for case in cases:
         label = label_of(case, labels)
         row = {"checkup": guarded(run_checkup, case)}
         if args.trial:
             row["trial"] = guarded(run_trial, case)
+        if mortem:
+            row["torchmortem"] = guarded(run_torchmortem, case)
         if args.treat and label == "sick":
             row["treat"] = guarded(run_treat, case)
         rows[case.id] = row

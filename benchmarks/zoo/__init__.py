@@ -1,4 +1,4 @@
-"""gradmedic's failure zoo: failures reported in public, re-created in PyTorch, and healthy models others wrote.
+"""gradmedic's failure zoo: public reports of failures re-created in PyTorch, and healthy models.
 
 ``ALL`` lists every case; ``SICK`` the reported failures, ``HEALTHY`` the controls.
 

@@ -1,8 +1,9 @@
-"""Failures of fully connected networks, as reported in public threads, re-created on digits or seeded data."""
+"""Failures of fully connected networks from public threads, re-created on digits or seeded data."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from .core import Case, Setup, adam, cross_entropy, digits, mse, seeded, sgd
 def stack(widths: list[int], act: Callable[[], nn.Module], bias: bool = True) -> list[nn.Module]:
     """Linear layers between consecutive ``widths``, each followed by ``act()``."""
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in pairwise(widths):
         layers += [nn.Linear(a, b, bias=bias), act()]
     return layers
 
@@ -23,6 +24,11 @@ def deep_sigmoid(seed: int, act: Callable[[], nn.Module] = nn.Sigmoid) -> Setup:
     seeded(seed)
     x, y = digits()
     model = nn.Sequential(*stack([64] + [100] * 20, act), nn.Linear(100, 10))
+    if act is nn.ReLU:  # the usual remedy: ReLU with He initialisation
+        for m in model[:-1]:
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
     return Setup(model, x, y, cross_entropy, adam, 1e-3)
 
 
@@ -133,8 +139,8 @@ def relu_mlp(seed: int, lr: float, opt: Callable = adam) -> Setup:
 # --- unnormalised regression, SGD 1e-3: loss to a trillion, then NaN ------------------------------
 def unscaled_regression(seed: int) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed + 11)
-    x = torch.rand(1000, 8, generator=g) * 100
-    y = x @ torch.rand(8, 1, generator=g) * 10 + torch.randn(1000, 1, generator=g) * 50
+    x = torch.rand(1000, 8, generator=g) * 10
+    y = x @ torch.rand(8, 1, generator=g) * 5 + torch.randn(1000, 1, generator=g) * 10
     return x, y
 
 
@@ -149,8 +155,9 @@ CASES = [
     Case(
         id="deep_sigmoid_20x100",
         source="https://github.com/juebrauer/code_jb",
-        symptom="20 Linear(100,100)+Sigmoid layers: mean |grad| of the first 10 layers prints as 0.0000000000",
-        fix="not given on the page; the zoo tests ReLU in place of Sigmoid, the usual remedy",
+        symptom="20 Linear(100,100)+Sigmoid layers: mean |grad| of the first 10 layers prints as "
+        "0.0000000000",
+        fix="not given on the page; the zoo tests ReLU with He initialisation, the usual remedy",
         kind="vanishing",
         family="mlp",
         adaptation="digits (64 features -> 100) and a 10-way head with cross-entropy instead of one random "
@@ -161,7 +168,8 @@ CASES = [
     Case(
         id="sigmoid_4x500_unscaled_targets",
         source="https://ai.stackexchange.com/questions/16557/what-could-be-the-problem-when-a-neural-network-with-four-hidden-layers-with-the",
-        symptom="four hidden layers of 500 sigmoid units mapping binary vectors to real outputs do not learn, "
+        symptom="four hidden layers of 500 sigmoid units mapping binary vectors to real outputs do not "
+        "learn, "
         "high loss even on training data",
         fix="answers: sigmoid derivatives shrink the error signal (vanishing gradient) and the outputs "
         "should be scaled; the zoo tests both (ReLU and standardised targets)",
@@ -192,7 +200,8 @@ CASES = [
         fix="random (He) initialisation",
         kind="other",
         family="mlp",
-        adaptation="scikit-learn make_circles (600 points) as in the course; layers [2, 10, 5, 1]; full-batch "
+        adaptation="scikit-learn make_circles (600 points) as in the course; layers [2, 10, 5, 1]; "
+        "full-batch "
         "gradient descent at 0.3",
         build=zero_init,
         build_fix=lambda s: zero_init(s, zeros=False),
@@ -255,8 +264,9 @@ CASES = [
         fix="learning rate 0.0001",
         kind="exploding",
         family="mlp",
-        adaptation="the network is not shown: a 8-32-1 ReLU MLP on seeded unnormalised features (0-100) "
-        "and targets in the thousands, plain gradient descent",
+        adaptation="the network and data are not shown: a 8-32-1 ReLU MLP on seeded unnormalised "
+        "features (0-10) and targets around 90, so that the first loss is in the thousands as reported "
+        "(with features 0-100 every rate down to 3e-5 diverges); plain gradient descent",
         build=lambda s: unscaled_mlp(s, 1e-3),
         build_fix=lambda s: unscaled_mlp(s, 1e-4),
         lrs=(1e-3,),

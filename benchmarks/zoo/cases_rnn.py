@@ -114,7 +114,8 @@ CASES = [
         fix="LSTM (gated cell) instead of the vanilla RNN",
         kind="vanishing",
         family="rnn",
-        adaptation="the adding problem over 50 steps (gradmedic.tasks), hidden 64, Adam 1e-3, 300 steps of 64",
+        adaptation="the adding problem over 50 steps (gradmedic.tasks), hidden 64, Adam 1e-3, "
+        "300 steps of 64",
         build=lambda s: adding(s, "rnn"),
         build_fix=lambda s: adding(s, "lstm"),
     ),

@@ -95,7 +95,7 @@ class Case:
     healthy: bool = False
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS + ("healthy",):
+        if self.kind not in (*KINDS, "healthy"):
             raise ValueError(f"case {self.id}: kind {self.kind!r} is not one of {KINDS}")
         if self.family not in FAMILIES:
             raise ValueError(f"case {self.id}: family {self.family!r} is not one of {FAMILIES}")

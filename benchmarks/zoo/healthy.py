@@ -40,8 +40,9 @@ def llama(seed: int) -> Setup:
 
     seeded(seed)
     x, y = lm_data(seed)
-    config = LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)  # fmt: skip
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    heads = {"num_attention_heads": 4, "num_key_value_heads": 2}
+    config = LlamaConfig(vocab_size=16, max_position_embeddings=32, **sizes, **heads)
     return Setup(LlamaForCausalLM(config), {"input_ids": x}, y, cross_entropy, adam, 1e-3)
 
 

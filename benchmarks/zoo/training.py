@@ -3,7 +3,7 @@
 Example:
     >>> from zoo.core import digits_mlp_setup
     >>> setup = digits_mlp_setup(0)
-    >>> setup.steps = 50
+    >>> setup.steps = 100
     >>> learned(setup, seed=0) > 0.5
     True
 """
@@ -81,7 +81,12 @@ def learned(setup: Setup, seed: int) -> float:
 
 def rates(case: Case, setup: Setup) -> tuple[float, ...]:
     """The rates the reported model is tried at: the case's own, or the reported one and x3 either side."""
-    return case.lrs if case.lrs is not None else (setup.lr / 3, setup.lr, setup.lr * 3)
+    return case.lrs if case.lrs is not None else around(setup.lr)
+
+
+def around(lr: float) -> tuple[float, ...]:
+    """A rate and its neighbours x3 either side."""
+    return (lr / 3, lr, lr * 3)
 
 
 def best_over_rates(build: Callable[[int], Setup], lrs: tuple[float, ...], seeds: tuple[int, ...]) -> dict:
@@ -101,8 +106,9 @@ def best_over_rates(build: Callable[[int], Setup], lrs: tuple[float, ...], seeds
 def confirm(case: Case, seeds: tuple[int, ...] = (0, 1)) -> dict:
     """Train the reported model and the reported fix; say whether training confirms the report.
 
-    The reported model gets the case's rates (by default the reported rate and x3 either side); the
-    fix gets the same rates, or only its own when it changes the rate (a learning-rate fix).
+    The reported model gets the case's rates (by default the reported rate and x3 either side). The
+    fix gets its own rate and x3 either side, or only its own rate when the case pins the reported
+    rate (the rate is the reported fault, and the fix is a different rate).
     """
     torch.set_flush_denormal(True)
     reported_setup = case.build(0)
@@ -110,7 +116,7 @@ def confirm(case: Case, seeds: tuple[int, ...] = (0, 1)) -> dict:
     if case.build_fix is None:
         return {"reported": reported, "fix": None, "confirmed": reported["best"] >= TRAINS}
     fix_setup = case.build_fix(0)
-    fix_lrs = (fix_setup.lr,) if case.kind == "lr_optimizer" else rates(case, fix_setup)
+    fix_lrs = (fix_setup.lr,) if case.lrs is not None and len(case.lrs) == 1 else around(fix_setup.lr)
     fix = best_over_rates(case.build_fix, fix_lrs, seeds)
     confirmed = fix["best"] >= reported["best"] + GAP
     return {"reported": reported, "fix": fix, "confirmed": confirmed}
