@@ -108,7 +108,7 @@ def test_per_sample_gradients_with_vmap_on_a_watched_model():
 
 def test_meta_device_model_is_refused_clearly_by_watch_and_checkup():
     model = _mlp().to("meta")
-    with pytest.raises(UnsupportedError, match="meta device.*to_empty"):
+    with pytest.raises(UnsupportedError, match=r"meta device.*to_empty"):
         gradmedic.watch(model)
     with pytest.raises(UnsupportedError, match="meta device"):
         gradmedic.checkup(model, torch.randn(3, 4, device="meta"))

@@ -968,7 +968,8 @@ def _check_loss(loss: object) -> None:
         return
     what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else repr(loss)
     raise ConfigError(
-        f"monitor.step(loss) got {what}: pass the scalar loss tensor (reduce it, e.g. .mean()), a float, or nothing"
+        f"monitor.step(loss) got {what}: pass the scalar loss tensor (reduce it, e.g. .mean()), "
+        "a float, or nothing"
     )
 
 
