@@ -119,7 +119,8 @@ class Monitor:
         updates_every: schedule of the update-to-weight ratio.
         time_every: schedule of the statistics through time of recurrent layers (see below).
         flush_every: how many steps values stay on the device before they are copied to the host.
-        max_rows: rows kept per metric before older rows are thinned.
+        max_rows: the most rows kept per metric, covering the whole run at a resolution that
+            falls with age (see :class:`~gradmedic.history.History`).
         log_path: if given, a JSON Lines file the history is streamed to at each flush.
         sinks: objects written at each flush with summary series (see :mod:`gradmedic.sinks`):
             ``CSVSink``, ``JSONLinesSink``, the TensorBoard and W&B sinks of
