@@ -349,40 +349,112 @@ class History:
         """Read a history written by :meth:`save` or by a JSON Lines sink.
 
         Raises:
-            ConfigError: if the file is not a gradmedic history (the message says what it found).
+            ConfigError: if the file cannot be read, is not a gradmedic history, is of a newer
+                format version, or has a line that is not a record (a truncated file, a garbage
+                line): the message names the file, the line and what is wrong.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> bad = pathlib.Path(tempfile.mkdtemp()) / "run.jsonl"
+            >>> _ = bad.write_text(History([], []).header_line() + '{"step": 3, "metric": "lo')
+            >>> History.load(bad)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            gradmedic.errors.ConfigError: ...run.jsonl, line 2: not a JSON record (...): a truncated ...
         """
-        with Path(path).open(encoding="utf-8") as lines:
-            try:
-                header = json.loads(next(lines, "{}"))
-            except ValueError:  # not JSON, or not text at all (UnicodeDecodeError)
-                header = None
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                found = (
-                    f"has format={header.get('format')!r}"
-                    if isinstance(header, dict)
-                    else "is no JSON object"
-                )
-                raise ConfigError(
-                    f"{path} is not a gradmedic history (first line {found}); "
-                    "write one with History.save or Monitor(log_path=...)"
-                )
+        try:
+            with Path(path).open(encoding="utf-8") as lines:
+                history = cls._from_header(path, _first_line(next(lines, "")))
+                for number, line in enumerate(lines, start=2):
+                    history._read_line(path, number, line)
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a gradmedic history (not UTF-8 text)") from None
+        return history
+
+    def header_line(self) -> str:
+        """The header as the first line of the JSON Lines file (with its newline)."""
+        return json.dumps(self.header(), allow_nan=False) + "\n"
+
+    @classmethod
+    def _from_header(cls, path: str | Path, header: object) -> History:
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = (
+                f"has format={header.get('format')!r}" if isinstance(header, dict) else "is no JSON object"
+            )
+            raise ConfigError(
+                f"{path} is not a gradmedic history (first line {found}); "
+                "write one with History.save or Monitor(log_path=...)"
+            )
+        version = header.get("version")
+        if not isinstance(version, int) or version > VERSION:
+            raise ConfigError(
+                f"{path}, line 1: format version {version!r}, this gradmedic reads version {VERSION} or "
+                "older: upgrade gradmedic (pip install -U gradmedic) to read it"
+            )
+        try:
             history = cls(
                 [LayerInfo(**layer) for layer in header["layers"]],
                 list(header["params"]),
-                meta=header.get("meta", {}),
+                meta=dict(header.get("meta", {})),
                 time_layers=list(header.get("time_layers", [])),
             )
-            history.max_rows = 10**9
-            for line in lines:
-                history._read_record(json.loads(line))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{path}, line 1: a damaged header ({_what(error)})") from None
+        history.max_rows = 10**9
         return history
+
+    def _read_line(self, path: str | Path, number: int, line: str) -> None:
+        if not line.strip():
+            return
+        record = _parse_line(path, number, line)
+        try:
+            if not isinstance(record, dict):
+                raise TypeError(f"a {type(record).__name__}, not a JSON object")
+            self._read_record(record)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"{path}, line {number}: not a history record ({_what(error)})") from None
 
     def _read_record(self, record: dict[str, Any]) -> None:
         if record.get("event") == "non_finite":
-            self.add_event(NonFiniteEvent(record["step"], record["metric"], record["layer"]))
+            self.add_event(NonFiniteEvent(int(record["step"]), str(record["metric"]), str(record["layer"])))
         elif "metric" in record:
             values = np.array([[decode_float(v) for v in record["values"]]])
-            self.append(record["metric"], [record["step"]], values)
+            width = self.width(record["metric"])
+            if record["metric"] not in TIME_METRICS and values.shape[1] != width:
+                raise ValueError(
+                    f"{values.shape[1]} values for {record['metric']!r}, which has {width} columns"
+                )
+            self.append(str(record["metric"]), [int(record["step"])], values)
+        else:
+            raise KeyError("metric")
+
+
+def _first_line(line: str) -> Any:
+    """The header's JSON, or None when the first line is not JSON (the caller says what it is)."""
+    try:
+        return json.loads(line or "{}")  # an empty file: an empty header, without a format
+    except ValueError:
+        return None
+
+
+def _parse_line(path: str | Path, number: int, line: str) -> Any:
+    """One JSON line of a history file, or a ConfigError naming the file and the line."""
+    try:
+        return json.loads(line)
+    except ValueError as error:
+        raise ConfigError(
+            f"{path}, line {number}: not a JSON record ({error}): a truncated or damaged file; "
+            "write it again with History.save or Monitor(log_path=...)"
+        ) from None
+
+
+def _what(error: Exception) -> str:
+    """A short description of what a damaged record lacks or holds wrong."""
+    if isinstance(error, KeyError):
+        return f"the field {error.args[0]!r} is missing"
+    return str(error)
 
 
 def encode_float(value: float) -> float | str | None:
