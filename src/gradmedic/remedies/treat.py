@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..diagnosis.checkup import LossFn, checkup, compute_loss, dry_run
 from ..diagnosis.findings import Report, Severity
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
@@ -110,7 +110,7 @@ def treat(
     inputs: Any,
     targets: Tensor | None = None,
     loss_fn: LossFn | None = None,
-    allow: list[str] | None = None,
+    allow: str | list[str] | None = None,
     in_place: bool = False,
     suggest_lr: bool = True,
     max_rounds: int = 6,
@@ -160,13 +160,25 @@ class _State:
     rounds: list[str] = field(default_factory=list)
 
 
-def _allowed(allow: list[str] | None) -> tuple[str, ...]:
+def _allowed(allow: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The remedy families ``allow`` names: one name (``"init"``), a list of them, or None (all).
+
+    Example:
+        >>> _allowed("init"), _allowed(["residual", "init"])
+        (('init',), ('init', 'residual'))
+    """
     if allow is None:
         return FAMILIES
-    unknown = [a for a in allow if a not in FAMILIES]
+    names = [allow] if isinstance(allow, str) else allow
+    if not isinstance(names, (list, tuple, set, frozenset)) or not names:
+        raise ConfigError(
+            f"allow={allow!r}: give remedy families as a list, e.g. allow=['init', 'activation'] "
+            f"(from {', '.join(FAMILIES)}), or None for all"
+        )
+    unknown = [a for a in names if a not in FAMILIES]
     if unknown:
         raise ConfigError(f"allow: unknown remedy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
-    return tuple(a for a in FAMILIES if a in allow)
+    return tuple(a for a in FAMILIES if a in names)
 
 
 def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> str | None:
@@ -200,9 +212,10 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
         return
     try:
         new_shapes = output_shapes(state.model, inputs)
-    except ModelError as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
+    except Exception as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
         backup.restore()
-        state.changes.append(Change(family, "", f"undone: the model no longer runs ({error})", skipped=True))
+        what = f"{type(error).__name__}: {error}".splitlines()[0]
+        state.changes.append(Change(family, "", f"undone: the model no longer runs ({what})", skipped=True))
         return
     if new_shapes != shapes:
         backup.restore()
