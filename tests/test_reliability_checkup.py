@@ -6,6 +6,7 @@ Each test here failed on the code before its fix (see the commit messages).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 import gradmedic
-from gradmedic.errors import USER_CODE, ConfigError, ModelError
+from gradmedic.errors import USER_CODE, ConfigError, ModelError, UnsupportedError
 
 
 def _mlp() -> nn.Sequential:
@@ -165,3 +166,58 @@ def test_treat_takes_one_family_as_a_string():
 def test_find_lr_says_how_to_call_it(call):
     with pytest.raises(ConfigError, match=r"find_lr\(model, \(inputs, targets\), loss_fn\)"):
         call(_mlp(), torch.randn(8, 4), torch.randint(0, 3, (8,)))
+
+
+# -- models left exactly as found (item 8) -------------------------------------------------------
+
+
+def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+def _qat_model() -> nn.Module:
+    quantization = pytest.importorskip("torch.ao.quantization")
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).train()
+    model.qconfig = quantization.get_default_qat_qconfig("fbgemm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return quantization.prepare_qat(model)
+
+
+@pytest.mark.parametrize("call", ["checkup", "treat"])
+def test_a_model_just_prepared_for_qat_is_left_exactly_as_found(call):
+    model, x, y = _qat_model(), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    before = _full_state(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if call == "checkup":
+            gradmedic.checkup(model, x, y)
+        else:
+            gradmedic.treat(model, x, y, suggest_lr=False)
+    assert _same(before, _full_state(model))  # the observers' buffers keep their shapes (0,) and (1,)
+
+
+def test_a_lazy_model_is_refused_before_it_is_materialised():
+    model = nn.Sequential(nn.LazyLinear(8), nn.Tanh(), nn.Linear(8, 3))
+    with pytest.raises(UnsupportedError, match=r"'0.weight' is lazy \(nn.LazyLinear\).*forward pass"):
+        gradmedic.checkup(model, torch.randn(8, 4))
+    assert type(model[0]) is nn.LazyLinear and nn.parameter.is_lazy(model[0].weight)
+
+
+@pytest.mark.parametrize(
+    "wrap", [nn.utils.weight_norm, nn.utils.spectral_norm], ids=["weight_norm", "spectral_norm"]
+)
+def test_treat_copies_a_model_with_the_old_weight_and_spectral_norm(wrap):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # weight_norm's deprecation notice
+        layers = [m for _ in range(10) for m in (wrap(nn.Linear(8, 8)), nn.Sigmoid())]
+    model = nn.Sequential(*layers, nn.Linear(8, 3))
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    weight, before = model[0].weight, _full_state(model)
+    treatment = gradmedic.treat(model, x, y, suggest_lr=False)
+    assert treatment.model is not model and model[0].weight is weight and _same(before, _full_state(model))
+    assert treatment.model(x).shape == (16, 3)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import stats
-from ..errors import ConfigError, ModelError, from_user_code
+from ..errors import ConfigError, ModelError, UnsupportedError, from_user_code
 from ..history import History
 from ..hooks import HookSet
 from ..layers import require_module
@@ -59,6 +59,7 @@ def checkup(
     module, buffers (BatchNorm running statistics) and the RNG state. The pass runs in train mode.
     """
     require_module(model)
+    refuse_lazy(model)
     check_batch(inputs, targets, loss_fn)
     notes: list[str] = []
     with preserved(model):
@@ -320,10 +321,14 @@ def subnormal_fraction(model: nn.Module) -> float:
 
 @contextlib.contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore ``.grad`` fields, each module's mode, all buffers and the RNG state on exit."""
+    """Restore ``.grad`` fields, each module's mode, its buffers (the same objects, their shapes and
+    values), its plain tensor attributes and the RNG state on exit."""
     grads = [(p, p.grad) for p in model.parameters()]
     modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [(m, dict(m._buffers), [(b, b.detach().clone()) for b in m._buffers.values() if b is not None])
+               for m in model.modules()]  # fmt: skip
+    # plain tensor attributes: the weight the old weight_norm/spectral_norm recompute at each forward
+    tensors = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, Tensor)]
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
@@ -333,9 +338,45 @@ def preserved(model: nn.Module) -> Iterator[None]:
             param.grad = grad
         for module, mode in modes:
             module.training = mode
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
+        _restore_buffers(buffers)
+        for module, key, value in tensors:
+            module.__dict__[key] = value
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _restore_buffers(
+    saved: list[tuple[nn.Module, dict[str, Tensor | None], list[tuple[Tensor, Tensor]]]],
+) -> None:
+    """Put back each module's buffers: the same objects, their shapes (observers of
+    ``prepare_qat`` resize theirs on the first forward) and their values; buffers added meanwhile
+    are dropped."""
+    with torch.no_grad():
+        for module, registry, values in saved:
+            module._buffers.clear()
+            module._buffers.update(registry)
+            for buffer, value in values:
+                if buffer.shape != value.shape:
+                    buffer.resize_(value.shape)
+                buffer.copy_(value)
+
+
+def refuse_lazy(model: nn.Module) -> None:
+    """Refuse a model with lazy (not yet materialised) parameters: one forward pass would give
+    them shapes and values, and change their modules' classes, which cannot be undone.
+
+    Example:
+        >>> refuse_lazy(nn.Sequential(nn.LazyLinear(3)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gradmedic.errors.UnsupportedError: parameter '0.weight' is lazy (nn.LazyLinear...
+    """
+    for name, param in model.named_parameters():
+        if nn.parameter.is_lazy(param):
+            owner = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            raise UnsupportedError(
+                f"parameter {name!r} is lazy (nn.{type(owner).__name__}) and has no shape yet: the pass "
+                "gradmedic makes would materialise it, and a model is left as found. Run one forward "
+                "pass on a batch first (model(x)), then check it up"
+            )

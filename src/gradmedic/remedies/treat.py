@@ -130,8 +130,10 @@ def treat(
             skipped for a model with sparse gradients, which the suggested Adam cannot step).
     """
     allowed = _allowed(allow)
+    work = (
+        model if in_place else copy_model(model)
+    )  # first: a model that cannot be copied is refused untouched
     before = checkup(model, inputs, targets, loss_fn)
-    work = model if in_place else copy.deepcopy(model)
     shapes = output_shapes(work, inputs)
     state = _State(work, before)
     for _ in range(max_rounds):
@@ -149,6 +151,35 @@ def treat(
         treatment.lr_curve = find_lr(work, batch, _loss_callable(loss_fn, targets))
         treatment.lr = treatment.lr_curve.suggestion
     return treatment
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for the old ``nn.utils.weight_norm``/``spectral_norm``.
+
+    Those keep the weight they computed in the last forward pass as a plain attribute that is
+    not a leaf of the graph, which ``deepcopy`` refuses; it is recomputed before every forward, so
+    the copy gets it detached. The model keeps its very own objects.
+
+    Example:
+        >>> layer = nn.utils.weight_norm(nn.Linear(2, 2))
+        >>> _ = layer(torch.randn(1, 2))
+        >>> type(copy_model(layer)).__name__
+        'Linear'
+    """
+    names = [
+        (module, str(getattr(hook, "name", "")))
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if type(hook).__name__ in ("WeightNorm", "SpectralNorm")
+    ]
+    computed = [(m, name, vars(m)[name]) for m, name in names if isinstance(vars(m).get(name), Tensor)]
+    try:
+        for module, name, tensor in computed:
+            setattr(module, name, tensor.detach())
+        return copy.deepcopy(model)
+    finally:
+        for module, name, tensor in computed:
+            setattr(module, name, tensor)
 
 
 @dataclass
