@@ -221,3 +221,13 @@ def test_treat_copies_a_model_with_the_old_weight_and_spectral_norm(wrap):
     treatment = gradmedic.treat(model, x, y, suggest_lr=False)
     assert treatment.model is not model and model[0].weight is weight and _same(before, _full_state(model))
     assert treatment.model(x).shape == (16, 3)
+
+
+def test_treat_keeps_no_change_that_lowers_the_score_even_when_the_verdict_turns_healthy():
+    from gradmedic.diagnosis.findings import Finding, Report, Severity
+    from gradmedic.remedies.treat import _better
+
+    sick = Report([Finding("dead_units", Severity.WARNING, ["0"], "", "")], 0.9, "checkup")
+    assert not _better(Report([], 0.43, "checkup"), sick)  # healthy now, but scored lower: undone
+    assert _better(Report([], 0.9, "checkup"), sick) and _better(Report([], 0.95, "checkup"), sick)
+    assert not _better(Report(sick.findings, 0.9, "checkup"), sick)  # nothing gained

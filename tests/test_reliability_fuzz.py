@@ -251,6 +251,7 @@ def test_random_architecture(seed: int) -> None:
     )
     assert _hooks(model) == 0 and _same_state(before, _state(model)), f"treat changed {net.description}"
     if treatment is not None:
+        assert round(treatment.after.score, 2) >= round(treatment.before.score, 2), net.description
         treated = treatment.model.eval()
         with torch.no_grad():
             assert tuple(treated(net.x).shape) == shapes, net.description

@@ -282,10 +282,18 @@ def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> 
 
 
 def _better(after: Report, before: Report) -> bool:
-    def key(report: Report) -> tuple[bool, float]:
-        return report.healthy, round(report.score, 2)
+    """Whether a remedy improved the measured health: a better verdict or a higher score (to two
+    decimals), and never a lower score (a verdict gained at the cost of the score is not kept).
 
-    return key(after) > key(before)
+    Example:
+        >>> from gradmedic.diagnosis.findings import Finding
+        >>> sick = Report([Finding("dead_units", Severity.WARNING, [], "", "")], 0.9, "checkup")
+        >>> _better(Report([], 0.4, "checkup"), sick), _better(Report([], 0.95, "checkup"), sick)
+        (False, True)
+    """
+    if round(after.score, 2) < round(before.score, 2):
+        return False
+    return (after.healthy, round(after.score, 2)) > (before.healthy, round(before.score, 2))
 
 
 class Snapshot:
