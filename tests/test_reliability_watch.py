@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -131,3 +132,12 @@ def test_no_warning_when_the_optimizer_steps():
         with gradmedic.watch(model, optimizer) as monitor:
             _train(model, optimizer, 2)
     assert len(monitor.history) == 2
+
+
+@pytest.mark.parametrize("loss", [0.5, 2, np.float32(0.5), torch.tensor(0.5), torch.tensor([0.5])])
+def test_step_takes_every_kind_of_scalar_loss(loss):
+    model = _mlp()
+    with gradmedic.watch(model) as monitor:
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        monitor.step(loss)
+    assert monitor.history.array("loss")[1].ravel().tolist() == [float(loss)]

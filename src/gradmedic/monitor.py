@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import numbers
 import os
 import warnings
 import weakref
@@ -963,7 +964,7 @@ def _check_scaler(scaler: object) -> object:
 
 def _check_loss(loss: object) -> None:
     """``Monitor.step``'s loss: None, a real number or a one-element tensor."""
-    if loss is None or (isinstance(loss, (int, float)) and not isinstance(loss, bool)):
+    if loss is None or (isinstance(loss, numbers.Real) and not isinstance(loss, bool)):
         return
     if isinstance(loss, Tensor) and loss.numel() == 1:
         return
