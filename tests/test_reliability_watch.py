@@ -48,7 +48,11 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize(("options", "says"), BAD_OPTIONS, ids=[str(o) for o, _ in BAD_OPTIONS])
+@pytest.mark.parametrize(
+    ("options", "says"),
+    BAD_OPTIONS,
+    ids=[f"{name}-{i}" for i, (o, _) in enumerate(BAD_OPTIONS) for name in o],
+)
 def test_bad_option_is_refused_before_any_hook_and_training_goes_on(options, says, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = _mlp()
