@@ -87,7 +87,7 @@ def _check_bounded(history: History, appended: list[int]) -> None:
     assert len(steps) <= m + 1, (len(steps), m)
     assert steps == sorted(set(steps))
     assert steps[0] == appended[0]  # the oldest step is kept
-    recent = appended[-(m // 2) :]
+    recent = appended[-max(1, m // 4) :]
     assert steps[-len(recent) :] == recent  # recent steps are dense
     values = history.array("loss")[1][:, 0]
     assert values.tolist() == [float(s) for s in steps]  # rows stay with their steps
@@ -115,6 +115,42 @@ def test_rows_stay_bounded_when_appended_in_chunks(max_rows, chunks):
         _check_bounded(history, list(range(step)))
 
 
+def _retention_holds(steps: np.ndarray, n: int, max_rows: int) -> None:
+    """The guarantee of History's docstring, for rows recorded at steps 0 .. n-1."""
+    tail = max(1, max_rows // 4)
+    assert len(steps) <= max_rows
+    assert steps[0] == 0 and steps[-min(tail, n) :].tolist() == list(range(max(n - tail, 0), n))
+    gaps = np.diff(steps)
+    assert gaps.max() <= max(1.0, 2 * (n - tail) / (max_rows - tail)), (gaps.max(), n, max_rows)
+    assert (np.diff(gaps) <= 0).all()  # the resolution only falls going back in time
+
+
+@pytest.mark.parametrize("max_rows", [2, 3, 8, 200, 4096])
+def test_a_long_run_keeps_its_beginning_its_end_and_everything_between(max_rows):
+    """Issue 16: a 4,000-step run with max_rows=200 used to keep nothing between step 0 and 3591."""
+    history = _history(max_rows)
+    n, checked = 100_000, {10, 4000, 20_000, 100_000}
+    for start in range(0, n, 1000):  # as flushes append them: 1,000 rows at a time
+        steps = list(range(start, start + 1000))
+        history.append("loss", steps, np.array(steps, dtype=float)[:, None])
+        if start + 1000 in checked:
+            _retention_holds(history.array("loss")[0], start + 1000, max_rows)
+    for small in (10,):
+        history = _history(max_rows)
+        history.append("loss", list(range(small)), np.arange(small, dtype=float)[:, None])
+        _retention_holds(history.array("loss")[0], small, max_rows)
+
+
+def test_default_rows_cover_a_20000_step_run_with_every_part_present():
+    history = _history()
+    for step in range(20_000):
+        history.append("loss", [step], np.array([[float(step)]]))
+    steps = history.array("loss")[0]
+    assert len(steps) <= 4096 and steps[0] == 0 and steps[-1] == 19_999
+    assert np.diff(steps).max() <= 12  # the docstring's figure
+    assert ((steps >= 1) & (steps <= 7176)).sum() >= 7176 // 12  # the part the old thinning lost
+
+
 def test_monitor_history_stays_bounded_with_long_flushes():
     """Regression: with flush_every > max_rows the monitor's history grew past max_rows."""
     case = mlp(depth=2, width=4, batch=4)
@@ -127,7 +163,7 @@ def test_monitor_history_stays_bounded_with_long_flushes():
     for metric in ("loss", "signal_norm", "param_grad_norm"):
         steps = monitor.history.array(metric)[0].tolist()
         assert len(steps) <= 5, (metric, steps)
-        assert steps[0] == 0 and steps[-2:] == [98, 99]
+        assert steps[0] == 0 and steps[-1] == 99
 
 
 # -- save / load -----------------------------------------------------------------------------

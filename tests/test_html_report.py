@@ -377,8 +377,11 @@ def test_cli_report_of_a_saved_healthy_history_exits_0_next_to_the_run(tmp_path:
             '{"format": "gradmedic.report"}\n',
             "is not a gradmedic history (first line has format='gradmedic.report')",
         ),
-        ("VALID\n{not json\n", "is not a readable gradmedic history (JSONDecodeError"),
-        ('{"format": "gradmedic.history", "version": 1}\n', "is not a readable gradmedic history (KeyError"),
+        ("VALID\n{not json\n", "run.jsonl, line 2: not a JSON record (Expecting property name"),
+        (
+            '{"format": "gradmedic.history", "version": 1}\n',
+            "line 1: a damaged header (the field 'layers' is",
+        ),
     ],
 )
 def test_cli_report_of_a_bad_file_exits_2_with_a_clear_message(

@@ -1,25 +1,50 @@
 """The ``gradmedic`` command line.
 
+Exit status, the same for every subcommand: 0 healthy (or done), 1 not healthy, 2 a usage or
+input error (a wrong argument, a TARGET or file gradmedic cannot use, an error raised by the
+user's own model or loss): one line on stderr, no traceback; 3 a bug in gradmedic, with the
+traceback; 130 interrupted (``gradmedic run`` exits with the script's own status instead, once the
+script runs). :func:`main` is the one place that maps errors to these codes, so a
+new subcommand gets them without code of its own.
+
 Example:
     >>> main(["--version"])  # doctest: +ELLIPSIS
     gradmedic ...
     0
+    >>> main(["demo", "--steps", "-5"])
+    2
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._version import __version__
-from .errors import ConfigError, GradmedicError
+from .errors import USER_CODE, ConfigError, GradmedicError
+
+#: Exit status: healthy, not healthy, a usage or input error, a bug in gradmedic.
+EXIT_HEALTHY, EXIT_NOT_HEALTHY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; :func:`main` prints it on one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line raises :class:`UsageError` instead of printing the
+    usage and exiting (its subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gradmedic",
         description="Find, explain and treat vanishing and exploding gradients in PyTorch models.",
     )
@@ -28,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="train a sick built-in network on scikit-learn's digits under the monitor"
     )
-    demo.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    demo.add_argument("--depth", type=int, default=20, help="number of sigmoid layers (default 20)")
+    demo.add_argument("--steps", type=_positive_int, default=300, help="training steps (default 300)")
+    demo.add_argument("--depth", type=_positive_int, default=20, help="number of sigmoid layers (default 20)")
     demo.add_argument("--seed", type=int, default=0)
     check = commands.add_parser(
         "checkup", help="one forward/backward pass on a model of yours, then the diagnosis"
@@ -197,11 +222,10 @@ def run_treat(args: argparse.Namespace) -> int:
     from .remedies import treat
     from .targets import load_target
 
+    allow = [name.strip() for name in args.allow.split(",")] if args.allow is not None else None
+    out = _writable_folder(args.out)
     target = load_target(args.target)
-    allow = args.allow.split(",") if args.allow else None
     treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.save(treatment.model.state_dict(), out / "model.pt")
     (out / "changes.json").write_text(json.dumps([c.to_dict() for c in treatment.changes], indent=2) + "\n")
     treatment.before.to_json(out / "before.json")
@@ -223,6 +247,8 @@ def run_checkup(args: argparse.Namespace) -> int:
     from .diagnosis import checkup, print_report
     from .targets import load_target
 
+    for path in (args.json, args.markdown):
+        _writable_file(path)
     target = load_target(args.target)
     report = checkup(target.model, target.inputs, target.targets, target.loss_fn)
     if args.json:
@@ -233,34 +259,103 @@ def run_checkup(args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        print(f"gradmedic {__version__}")
-        return 0
-    try:
-        if args.command == "demo":
-            from .demo import run_demo
+def _writable_file(path: str | None) -> None:
+    """Refuse, before any work, an output file that cannot be written (ConfigError)."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{path} is a folder: name a file to write, e.g. {target / 'report.json'}")
+    if not target.parent.is_dir():
+        raise ConfigError(f"cannot write {path}: the folder {target.parent} does not exist")
+    if not _can_write(target if target.exists() else target.parent):
+        raise ConfigError(f"cannot write {path}: permission denied")
 
-            run_demo(steps=args.steps, depth=args.depth, seed=args.seed)
-            return 0
-        if args.command == "checkup":
-            return run_checkup(args)
-        if args.command == "treat":
-            return run_treat(args)
-        if args.command == "report":
-            return run_report(args)
-        if args.command == "lab":
-            return run_lab_command(args)
-        if args.command == "run":
-            return run_script_command(args)
-    except (GradmedicError, ImportError) as error:
-        print(f"gradmedic: {error}", file=sys.stderr)
-        return 2
-    parser.print_help()
-    return 0
+
+def _writable_folder(path: str) -> Path:
+    """Create the output folder ``path`` (and its parents) now, or say why it cannot be."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the folder {path}: {error.strerror or error}") from None
+    if not _can_write(folder):
+        raise ConfigError(f"cannot write into the folder {path}: permission denied")
+    return folder
+
+
+def _can_write(path: Path) -> bool:
+    import os
+
+    return os.access(path, os.W_OK)
+
+
+COMMANDS = {
+    "checkup": run_checkup,
+    "treat": run_treat,
+    "report": run_report,
+    "lab": run_lab_command,
+    "run": run_script_command,
+}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args.command`` and return its exit status."""
+    if args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(steps=args.steps, depth=args.depth, seed=args.seed)
+        return EXIT_HEALTHY
+    return int(COMMANDS[args.command](args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            print(f"gradmedic {__version__}")
+            return EXIT_HEALTHY
+        if args.command is None:
+            parser.print_help()
+            return EXIT_HEALTHY
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("gradmedic: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        return _exit_status(error)
+
+
+def _exit_status(error: Exception) -> int:
+    """Print ``error`` as the command line shows it and return the exit status it means.
+
+    A user's mistake (a gradmedic error, a TARGET that cannot be imported, a file that cannot
+    be read or written, an error raised by the user's own model or loss) is one line on stderr
+    and status 2; anything else is a bug in gradmedic: the traceback, and status 3.
+    """
+    context = getattr(error, USER_CODE, None)
+    if isinstance(error, (GradmedicError, UsageError, ImportError, OSError)) or context is not None:
+        prefix = f"{context} raised {type(error).__name__}: " if context is not None else ""
+        prefix = "" if isinstance(error, UsageError) else f"gradmedic: {prefix}"  # it names the command
+        print(f"{prefix}{_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    print(
+        "gradmedic: internal error: this is a bug in gradmedic; please report it with the traceback above",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (an OSError with its file name)."""
+    if isinstance(error, OSError) and error.strerror:
+        text = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -286,6 +286,11 @@ def report_run(
 
     run = Path(run)
     history = _load_run(run)
+    if len(history) == 0:
+        raise ConfigError(
+            f"{run} holds no recorded step (only its header): nothing to diagnose. Was the run stopped "
+            "before its first flush? Record steps with gradmedic.watch(..., log_path=...) or History.save"
+        )
     report = diagnose(history)
     target = Path(out) if out is not None else run.with_suffix(".html")
     try:

@@ -28,6 +28,9 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import numbers
+import os
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +121,8 @@ class Monitor:
         updates_every: schedule of the update-to-weight ratio.
         time_every: schedule of the statistics through time of recurrent layers (see below).
         flush_every: how many steps values stay on the device before they are copied to the host.
-        max_rows: rows kept per metric before older rows are thinned.
+        max_rows: the most rows kept per metric, covering the whole run at a resolution that
+            falls with age (see :class:`~gradmedic.history.History`).
         log_path: if given, a JSON Lines file the history is streamed to at each flush.
         sinks: objects written at each flush with summary series (see :mod:`gradmedic.sinks`):
             ``CSVSink``, ``JSONLinesSink``, the TensorBoard and W&B sinks of
@@ -160,6 +164,7 @@ class Monitor:
                 "(gradmedic.watch(model)) and compile it afterwards"
             )
         refuse_sharded(model)
+        _refuse_meta(model)
         opts = _validate_options(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
             _check_optimizer_owns(model, optimizer)
@@ -179,9 +184,9 @@ class Monitor:
         rows = _positive_int(opts["max_rows"], "max_rows")
         self._history = History(self.layers, params, rows, meta, time_layers=recurrent)
         self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
-        self._log_path = Path(opts["log_path"]) if opts["log_path"] is not None else None
+        self._log_path = _log_path(opts["log_path"])
         self._sinks = sinks_module.check_sinks(opts["sinks"])
-        self._scaler = opts["scaler"]
+        self._scaler = _check_scaler(opts["scaler"])
         self._reducer: Reducer | None = None
         if wants_reduction(model, opts["distributed"]):
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
@@ -251,6 +256,7 @@ class Monitor:
         model = self._model_ref()
         if model is None:
             raise ModelError("the model of this monitor was garbage-collected; watch a live model")
+        self._start_log()  # before any hook: a file that cannot be written leaves nothing attached
         try:
             self._register(model)
             self._attached = True
@@ -261,10 +267,19 @@ class Monitor:
             self._activation_hooks.remove()
             self._activation_modules = []
             raise
-        if self._writer and self._log_path is not None and not self._log_path.exists():
+        return self
+
+    def _start_log(self) -> None:
+        """Write the log file's header line (when the file does not exist yet)."""
+        if not self._writer or self._log_path is None or self._log_path.exists():
+            return
+        try:
             with self._log_path.open("w", encoding="utf-8") as out:
                 write_line(out, self._history.header())
-        return self
+        except OSError as error:
+            raise ConfigError(
+                f"log_path={str(self._log_path)!r} cannot be written: {error.strerror}"
+            ) from None
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
@@ -287,6 +302,7 @@ class Monitor:
         self._act_copies.clear()
         if self._time is not None:
             self._time.reset()
+        self._warn_if_never_stepped()
         self.flush()
         if self._writer:
             for sink in self._sinks:
@@ -297,9 +313,13 @@ class Monitor:
 
         With an optimizer given to :func:`watch`, ``optimizer.step()`` ends the step and this
         only records ``loss`` (for the step in progress, or the one that just ended).
+
+        Raises:
+            ConfigError: if the monitor is detached, or ``loss`` is not a number or a one-element tensor.
         """
         if not self._attached:
             raise ConfigError("this monitor is detached: call attach() or use it as a context manager")
+        _check_loss(loss)
         if self._optimizer_ref is None:
             self._collect_backward()
             self._close_step(loss)
@@ -346,6 +366,18 @@ class Monitor:
                 for event in events:
                     write_line(out, event.to_dict())
         sinks_module.write_rows(self._sinks, self._history, rows)
+
+    def _warn_if_never_stepped(self) -> None:
+        """An optimizer was given but its ``step()`` never ran while forward passes did: say why
+        the record is empty instead of leaving it silently so."""
+        if self._optimizer_ref is None or self._step > 0 or self._forward_calls == 0:
+            return
+        warnings.warn(
+            "gradmedic recorded nothing: the optimizer given to watch() never ran step(), which is "
+            "what closes each monitored step. Call optimizer.step() in the loop, or watch(model) "
+            "without the optimizer and call monitor.step() after each backward()",
+            stacklevel=3,
+        )
 
     def __enter__(self) -> Monitor:
         return self.attach()
@@ -521,8 +553,8 @@ class Monitor:
         return self._activations_seen
 
     def _on_forward(self, index: int, module: nn.Module | None, args: object, output: object) -> None:
-        if not self._attached or not torch.is_grad_enabled():
-            return
+        if not self._attached or not torch.is_grad_enabled() or _in_functorch():
+            return  # under torch.func (vmap, grad) the tensors are wrapped: not a training step
         if _is_compiling():
             raise UnsupportedError(
                 "gradmedic cannot observe a model inside torch.compile: its hooks would run once, "
@@ -589,7 +621,13 @@ class Monitor:
         """Recurrent layers: the usual statistics, then the per-step signal and the gates (on the
         ``time_every`` schedule)."""
         self._on_forward(index, module, args, output)
-        if self._attached and self._time_on and self._time is not None and torch.is_grad_enabled():
+        if (
+            self._attached
+            and self._time_on
+            and self._time is not None
+            and torch.is_grad_enabled()
+            and not _in_functorch()
+        ):
             self._time.on_forward(index, module, args, kwargs, output)
 
     def _hook_gradient(self, index: int, tensor: Tensor) -> None:
@@ -619,7 +657,7 @@ class Monitor:
 
     def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
         grad = grad_outputs[output_nr]
-        if grad is not None and self._attached:
+        if grad is not None and self._attached and not _in_functorch():
             self._signal.add(index, grad)
 
     def _on_grad(self, index: int, grad: Tensor) -> None:
@@ -1016,6 +1054,62 @@ def _validate_options(options: dict[str, Any]) -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, **options}
 
 
+def _log_path(value: object) -> Path | None:
+    """The ``log_path`` option as a Path, checked before anything is attached.
+
+    Raises:
+        ConfigError: if it is not a path, names a directory, or its folder does not exist.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"log_path={value!r}: give a file path (str or pathlib.Path), e.g. 'run.jsonl'")
+    path = Path(value)
+    if path.is_dir():
+        raise ConfigError(
+            f"log_path={str(path)!r} is a directory: name a file in it, e.g. {str(path / 'run.jsonl')!r}"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"log_path={str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first"
+        )
+    return path
+
+
+def _check_scaler(scaler: object) -> object:
+    """The ``scaler`` option: None or a ``torch.amp.GradScaler`` (anything with ``scale`` and ``update``)."""
+    if scaler is None or (
+        callable(getattr(scaler, "scale", None)) and callable(getattr(scaler, "update", None))
+    ):
+        return scaler
+    raise ConfigError(
+        f"scaler={scaler!r}: give the torch.amp.GradScaler of a mixed-precision run (or leave it out)"
+    )
+
+
+def _check_loss(loss: object) -> None:
+    """``Monitor.step``'s loss: None, a real number or a one-element tensor."""
+    if loss is None or (isinstance(loss, numbers.Real) and not isinstance(loss, bool)):
+        return
+    if isinstance(loss, Tensor) and loss.numel() == 1:
+        return
+    what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else repr(loss)
+    raise ConfigError(
+        f"monitor.step(loss) got {what}: pass the scalar loss tensor (reduce it, e.g. .mean()), "
+        "a float, or nothing"
+    )
+
+
+def _refuse_meta(model: nn.Module) -> None:
+    """Parameters on the ``meta`` device hold no values: there is nothing to measure."""
+    meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
+    if meta is not None:
+        raise UnsupportedError(
+            f"parameter {meta!r} is on the meta device (shapes without values): gradmedic has nothing "
+            "to measure. Materialise the model first, e.g. model.to_empty(device='cpu') and initialise it"
+        )
+
+
 def _positive_int(value: object, option: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{option}={value!r}: give a positive integer")
@@ -1041,6 +1135,15 @@ def _param_layer_index(params: list[str], layers: list[LayerInfo]) -> list[int]:
     """For each parameter (the History's ``params`` order), the column of the layer owning it."""
     owner = {name: i for i, layer in enumerate(layers) for name in layer.params}
     return [owner[name] for name in params]
+
+
+def _in_functorch() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``...) is running: its
+    tensors are wrapped, and per-sample computations are not the training step gradmedic records."""
+    return _peek_functorch() is not None
+
+
+_peek_functorch = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
 
 
 def _closure_given(args: object, kwargs: object) -> bool:

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,21 @@ class Never:
 Schedule = Callable[[int], bool]
 
 
+def _check_arity(function: Callable[..., object], option: str) -> None:
+    """A schedule function must accept one argument, the step (checked now, not in a hook)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: trust it
+        return
+    try:
+        signature.bind(0)
+    except TypeError:
+        raise ConfigError(
+            f"{option}={function!r} takes {signature}: a schedule function takes one argument, the step "
+            "(e.g. lambda step: step % 10 == 0), and returns whether to record it"
+        ) from None
+
+
 def as_schedule(value: object, option: str) -> Schedule:
     """Turn an option value into a schedule: a positive int, ``"log"``, ``None`` or a callable.
 
@@ -74,6 +90,7 @@ def as_schedule(value: object, option: str) -> Schedule:
         return LogSpaced()
     if isinstance(value, bool) or not isinstance(value, int):
         if callable(value):
+            _check_arity(value, option)
             return value
         raise ConfigError(
             f"{option}={value!r} is not a schedule: give a positive step interval (1 = every "

@@ -96,13 +96,21 @@ class Finding:
     def from_dict(cls, data: dict[str, Any]) -> Finding:
         return cls(
             kind=data["kind"],
-            severity=Severity[data["severity"].upper()],
+            severity=_severity(data["severity"]),
             layers=list(data["layers"]),
             evidence=data["evidence"],
             cause=data["cause"],
             remedies=[Remedy(**r) for r in data.get("remedies", [])],
             numbers={k: math.nan if v is None else float(v) for k, v in data.get("numbers", {}).items()},
         )
+
+
+def _severity(name: str) -> Severity:
+    """A severity by its name in a saved report (``"warning"``); ValueError for another name."""
+    try:
+        return Severity[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown severity {name!r}: one of {[s.name.lower() for s in Severity]}") from None
 
 
 @dataclass
@@ -190,20 +198,45 @@ class Report:
 
     @classmethod
     def from_json(cls, text: str) -> Report:
-        """Read a report written by :meth:`to_json`."""
-        data = json.loads(text)
-        if data.get("format") != FORMAT:
-            raise ConfigError(
-                f"not a gradmedic report (format={data.get('format')!r}); write one with Report.to_json"
+        """Read a report written by :meth:`to_json`.
+
+        Raises:
+            ConfigError: if ``text`` is not JSON (the message gives the line and column), not a
+                gradmedic report, or a report with a field missing or of the wrong type.
+
+        Example:
+            >>> Report.from_json('{"format": "gradmedic.report", "findings": [')  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            gradmedic.errors.ConfigError: not a gradmedic report: not JSON at line 1, column 45 ...
+        """
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            where = (
+                f" at line {error.lineno}, column {error.colno}"
+                if isinstance(error, json.JSONDecodeError)
+                else ""
             )
-        layers = [LayerSummary.from_dict(item) for item in data.get("layers", [])]
-        return cls(
-            findings=[Finding.from_dict(f) for f in data["findings"]],
-            score=float(data["score"]),
-            source=data["source"],
-            notes=list(data.get("notes", [])),
-            layers=layers,
-        )
+            raise ConfigError(
+                f"not a gradmedic report: not JSON{where} ({getattr(error, 'msg', error)}); "
+                "read the text Report.to_json wrote, whole"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ConfigError(f"not a gradmedic report (format={found!r}); write one with Report.to_json")
+        try:
+            return cls(
+                findings=[Finding.from_dict(f) for f in data["findings"]],
+                score=float(data["score"]),
+                source=str(data["source"]),
+                notes=list(data.get("notes", [])),
+                layers=[LayerSummary.from_dict(item) for item in data.get("layers", [])],
+            )
+        except KeyError as error:
+            raise ConfigError(f"a damaged gradmedic report: the field {error.args[0]!r} is missing") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ConfigError(f"a damaged gradmedic report: {type(error).__name__}: {error}") from None
 
     def render(self) -> str:
         """The terminal view (plain text; ``print(report)`` shows the same)."""

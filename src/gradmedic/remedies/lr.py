@@ -73,6 +73,7 @@ def find_lr(
     """
     if not 0 < start < end or steps < 5:
         raise ConfigError("find_lr needs 0 < start < end and at least 5 steps")
+    _check_data(data, loss_fn)
     sparse = sparse_gradient_layers(model)
     if sparse and optimizer not in SPARSE_READY:
         raise ConfigError(
@@ -104,13 +105,28 @@ def find_lr(
     return LRFinderResult(lrs, losses, suggest(lrs, losses))
 
 
+_HOW = "call find_lr(model, (inputs, targets), loss_fn), or give an iterable of (inputs, targets) batches"
+
+
+def _check_data(data: Any, loss_fn: Any) -> None:
+    """Refuse, before anything runs, data that is not a batch or batches, and a loss that is no function."""
+    if isinstance(data, Tensor) or not isinstance(data, Iterable):
+        raise ConfigError(f"find_lr got {type(data).__name__} as data, not (inputs, targets): {_HOW}")
+    if not callable(loss_fn):
+        raise ConfigError(f"find_lr got {type(loss_fn).__name__} as loss_fn, not a function: {_HOW}")
+
+
 def _batches(data: Any) -> Iterator[tuple[Any, Tensor]]:
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], Tensor):
         while True:
             yield data
-    else:
-        while True:
-            yield from data
+    while True:
+        for batch in data:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ConfigError(
+                    f"find_lr: a batch of the data is a {type(batch).__name__}, not (inputs, targets): {_HOW}"
+                )
+            yield batch[0], batch[1]
 
 
 def suggest(lrs: list[float], losses: list[float]) -> float:

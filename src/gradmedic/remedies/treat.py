@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..diagnosis.checkup import LossFn, checkup, compute_loss, dry_run
 from ..diagnosis.findings import Report, Severity
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
@@ -116,7 +116,7 @@ def treat(
     inputs: Any,
     targets: Tensor | None = None,
     loss_fn: LossFn | None = None,
-    allow: list[str] | None = None,
+    allow: str | list[str] | None = None,
     in_place: bool = False,
     suggest_lr: bool = True,
     max_rounds: int = 6,
@@ -136,8 +136,10 @@ def treat(
             skipped for a model with sparse gradients, which the suggested Adam cannot step).
     """
     allowed = _allowed(allow)
+    work = (
+        model if in_place else copy_model(model)
+    )  # first: a model that cannot be copied is refused untouched
     before = checkup(model, inputs, targets, loss_fn)
-    work = model if in_place else copy.deepcopy(model)
     shapes = output_shapes(work, inputs)
     state = _State(work, before)
     for _ in range(max_rounds):
@@ -157,6 +159,35 @@ def treat(
     return treatment
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for the old ``nn.utils.weight_norm``/``spectral_norm``.
+
+    Those keep the weight they computed in the last forward pass as a plain attribute that is
+    not a leaf of the graph, which ``deepcopy`` refuses; it is recomputed before every forward, so
+    the copy gets it detached. The model keeps its very own objects.
+
+    Example:
+        >>> layer = nn.utils.weight_norm(nn.Linear(2, 2))
+        >>> _ = layer(torch.randn(1, 2))
+        >>> type(copy_model(layer)).__name__
+        'Linear'
+    """
+    names = [
+        (module, str(getattr(hook, "name", "")))
+        for module in model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if type(hook).__name__ in ("WeightNorm", "SpectralNorm")
+    ]
+    computed = [(m, name, vars(m)[name]) for m, name in names if isinstance(vars(m).get(name), Tensor)]
+    try:
+        for module, name, tensor in computed:
+            setattr(module, name, tensor.detach())
+        return copy.deepcopy(model)
+    finally:
+        for module, name, tensor in computed:
+            setattr(module, name, tensor)
+
+
 @dataclass
 class _State:
     model: nn.Module
@@ -166,13 +197,25 @@ class _State:
     rounds: list[str] = field(default_factory=list)
 
 
-def _allowed(allow: list[str] | None) -> tuple[str, ...]:
+def _allowed(allow: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The remedy families ``allow`` names: one name (``"init"``), a list of them, or None (all).
+
+    Example:
+        >>> _allowed("init"), _allowed(["residual", "init"])
+        (('init',), ('init', 'residual'))
+    """
     if allow is None:
         return FAMILIES
-    unknown = [a for a in allow if a not in FAMILIES]
+    names = [allow] if isinstance(allow, str) else allow
+    if not isinstance(names, (list, tuple, set, frozenset)) or not names:
+        raise ConfigError(
+            f"allow={allow!r}: give remedy families as a list, e.g. allow=['init', 'activation'] "
+            f"(from {', '.join(FAMILIES)}), or None for all"
+        )
+    unknown = [a for a in names if a not in FAMILIES]
     if unknown:
         raise ConfigError(f"allow: unknown remedy family {unknown[0]!r}; choose from {', '.join(FAMILIES)}")
-    return tuple(a for a in FAMILIES if a in allow)
+    return tuple(a for a in FAMILIES if a in names)
 
 
 def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> str | None:
@@ -206,9 +249,10 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
         return
     try:
         new_shapes = output_shapes(state.model, inputs)
-    except ModelError as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
+    except Exception as error:  # e.g. a forward() that indexes a Sequential the remedy restructured
         backup.restore()
-        state.changes.append(Change(family, "", f"undone: the model no longer runs ({error})", skipped=True))
+        what = f"{type(error).__name__}: {error}".splitlines()[0]
+        state.changes.append(Change(family, "", f"undone: the model no longer runs ({what})", skipped=True))
         return
     if new_shapes != shapes:
         backup.restore()
@@ -244,10 +288,18 @@ def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> 
 
 
 def _better(after: Report, before: Report) -> bool:
-    def key(report: Report) -> tuple[bool, float]:
-        return report.healthy, round(report.score, 2)
+    """Whether a remedy improved the measured health: a better verdict or a higher score (to two
+    decimals), and never a lower score (a verdict gained at the cost of the score is not kept).
 
-    return key(after) > key(before)
+    Example:
+        >>> from gradmedic.diagnosis.findings import Finding
+        >>> sick = Report([Finding("dead_units", Severity.WARNING, [], "", "")], 0.9, "checkup")
+        >>> _better(Report([], 0.4, "checkup"), sick), _better(Report([], 0.95, "checkup"), sick)
+        (False, True)
+    """
+    if round(after.score, 2) < round(before.score, 2):
+        return False
+    return (after.healthy, round(after.score, 2)) > (before.healthy, round(before.score, 2))
 
 
 class Snapshot:
