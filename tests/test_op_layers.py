@@ -280,7 +280,7 @@ def test_hooks_and_the_function_mode_are_removed_after_errors_in_forward_and_bac
         _FailBackward.apply(model(torch.randn(2, 3))).sum().backward()
     assert no_mode_left() and count_module_hooks(model) == 0
     model.fail_forward, model.W.grad = True, None
-    with pytest.raises(ModelError, match="boom in forward"):
+    with pytest.raises(RuntimeError, match="boom in forward"):
         gradmedic.checkup(model, torch.randn(2, 3))
     assert no_mode_left() and count_module_hooks(model) == 0 and model.W.grad is None
 
