@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from . import sinks as sinks_module
 from . import stats
 from ._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
+from ._gradient_guard import GradientGuard
 from ._signal_buffer import SignalBuffer, Taken
 from ._time_recorder import TimeRecorder
 from .errors import ConfigError, ModelError, UnsupportedError
@@ -192,8 +193,12 @@ class Monitor:
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
             self._reducer = Reducer(widths, self._flush_every)
         self._writer = self._reducer is None or self._reducer.rank == 0
-        self._hooks = HookSet()
+        self._hooks = HookSet()  # the optimizer's step hooks: in place while attached
+        self._probes = HookSet()  # the model's forward hooks: in place for recorded steps only
         self._activation_hooks = HookSet()
+        self._installers: list[functools.partial[Any]] = []  # each registers one probe hook
+        self._guard = GradientGuard()
+        self._recorded = False
         self._activation_modules: list[tuple[int, nn.Module]] = []
         self._activations_seen = False
         self._modules: list[nn.Module | None] = []  # None: an op layer
@@ -259,15 +264,25 @@ class Monitor:
         self._start_log()  # before any hook: a file that cannot be written leaves nothing attached
         try:
             self._register(model)
+            self._hook_optimizer()
             self._attached = True
             self._start_step()
         except BaseException:
             self._attached = False
-            self._hooks.remove()
-            self._activation_hooks.remove()
+            self._remove_hooks()
             self._activation_modules = []
             raise
         return self
+
+    def _remove_hooks(self) -> None:
+        """Remove the optimizer's hooks and the probes (each set tried even if another fails)."""
+        try:
+            self._hooks.remove()
+        finally:
+            try:
+                self._probes.remove()
+            finally:
+                self._activation_hooks.remove()
 
     def _start_log(self) -> None:
         """Write the log file's header line (when the file does not exist yet)."""
@@ -283,14 +298,12 @@ class Monitor:
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
-        try:
-            self._hooks.remove()
-        finally:
-            self._activation_hooks.remove()
+        self._remove_hooks()
         self._remove_leaf_hooks()
         self._exit_probe()
         self._attached = False
         self._modules = []
+        self._installers = []
         self._activation_modules = []
         self._params = []
         self._snapshot = False
@@ -345,6 +358,7 @@ class Monitor:
         :meth:`detach` calls it.
         """
         records, self._pending = self._pending, []
+        self._write_guard_event()
         if self._reducer is not None:
             values = [(r.step, r.values, r.observed) for r in records]
             self._write(self._reducer.finish(values, self._step))
@@ -366,6 +380,21 @@ class Monitor:
                 for event in events:
                     write_line(out, event.to_dict())
         sinks_module.write_rows(self._sinks, self._history, rows)
+
+    def _write_guard_event(self) -> None:
+        """The first non-finite gradient of the unrecorded steps since the last flush, as an event
+        (the parameter first met by the backward pass among those at fault)."""
+        found = self._guard.first_non_finite()
+        if found is None:
+            return
+        step, columns = found
+        rank = {column: r for r, column in enumerate(_backward_param_order(self._history))}
+        column = min(columns, key=lambda c: rank.get(c, len(rank)))
+        event = NonFiniteEvent(step, "param_grad_norm", self._history.params[column])
+        self._history.add_event(event)
+        if self._writer and self._log_path is not None:
+            with self._log_path.open("a", encoding="utf-8") as out:
+                write_line(out, event.to_dict())
 
     def _warn_if_never_stepped(self) -> None:
         """An optimizer was given but its ``step()`` never ran while forward passes did: say why
@@ -397,11 +426,12 @@ class Monitor:
     # -- hooks -----------------------------------------------------------------------------
 
     def _register(self, model: nn.Module) -> None:
-        """Register one forward hook per layer (and the optimizer's step hooks); everything the
-        hooks look up per call is computed here, once."""
+        """Prepare one forward hook per layer, registered by :meth:`_place_probes` for the recorded
+        steps only; everything the hooks look up per call is computed here, once."""
         modules = dict(model.named_modules())
         self._modules = [modules.get(layer.name) for layer in self.layers]  # None: an op layer
         self._params = list(model.parameters())
+        self._installers = []
         if self._op_candidates:
             self._register_op_layers(model)
         self._param_layer = _param_layer_index(self._history.params, self.layers)
@@ -419,16 +449,37 @@ class Monitor:
                 continue
             if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
                 hook = functools.partial(self._on_recurrent_forward, index)
-                self._hooks.add(module.register_forward_hook(hook, with_kwargs=True))
+                self._installers.append(
+                    functools.partial(module.register_forward_hook, hook, with_kwargs=True)
+                )
             elif on_and_off and self._is_activation[index]:
                 self._activation_modules.append((index, module))  # hooked by _place_activation_hooks
             else:
-                self._hooks.add(module.register_forward_hook(functools.partial(self._on_forward, index)))
+                hook = functools.partial(self._on_forward, index)
+                self._installers.append(functools.partial(module.register_forward_hook, hook))
+
+    def _hook_optimizer(self) -> None:
+        """The optimizer's step hooks close each step (and decide whether the next is recorded)."""
         optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
         if optimizer is not None:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
         self._snapshot = False
+
+    def _place_probes(self) -> None:
+        """Hook the model for a recorded step; leave it without any gradmedic hook otherwise.
+
+        Registering the hooks again costs a few microseconds per layer (the hook functions are
+        made once, in :meth:`_register`), paid on the recorded steps only.
+        """
+        if not self._recorded:
+            self._probes.remove()
+            self._activation_hooks.remove()
+            return
+        if not len(self._probes):
+            for install in self._installers:
+                self._probes.add(install())
+        self._place_activation_hooks()
 
     # -- op layers (see gradmedic.op_layers) -----------------------------------------------
 
@@ -445,8 +496,12 @@ class Monitor:
                 continue
             self._op_weights[id(leaves[layer.name])] = index
             self._op_biases.update({id(leaves[name]): index for name in layer.params[1:] if name in leaves})
-        self._hooks.add(model.register_forward_pre_hook(self._before_root_forward, with_kwargs=True))
-        self._hooks.add(model.register_forward_hook(self._after_root_forward, always_call=True))
+        self._installers.append(
+            functools.partial(model.register_forward_pre_hook, self._before_root_forward, with_kwargs=True)
+        )
+        self._installers.append(
+            functools.partial(model.register_forward_hook, self._after_root_forward, always_call=True)
+        )
 
     def _before_root_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if not self._attached or not torch.is_grad_enabled() or self._probe is not None:
@@ -518,10 +573,10 @@ class Monitor:
         if self._reducer is not None:
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
             self._reducer = Reducer(widths, self._flush_every)
-        self._hooks.remove()
+        self._probes.remove()
         self._activation_hooks.remove()
         self._register(model)
-        self._place_activation_hooks()
+        self._place_probes()
 
     def _add_op_time_layers(self, found: Discovery) -> None:
         """Op layers of a recurrence written by hand get statistics through time (one step per call)."""
@@ -532,6 +587,7 @@ class Monitor:
         if self._time is not None or repeated:  # as wide as the layers are now
             self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
         self._time_on = self._time is not None and self._time_schedule(self._step)
+        self._recorded = self._recorded or self._time_on
 
     def _place_activation_hooks(self) -> None:
         """Hook the activation modules on the steps that observe them, and until each was seen once
@@ -742,8 +798,9 @@ class Monitor:
         self._signal_on = self._signal_schedule(self._step)
         self._acts_on = self._acts_schedule(self._step)
         self._time_on = self._time is not None and self._time_schedule(self._step)
+        self._recorded = self._signal_on or self._acts_on or self._time_on
         if self._attached:
-            self._place_activation_hooks()
+            self._place_probes()
 
     def _collect_backward(self, snapshot: bool = True) -> None:
         """Gather this step's backprop signal and weight gradients (before the update)."""
@@ -752,6 +809,8 @@ class Monitor:
             self._refuse_unseen_forward()
         if self._signal_on:
             self._put_gradients(record)
+        else:  # unrecorded: one fused norm call, kept on the device, catches a non-finite gradient
+            self._guard.check(self._step, [p.grad for p in self._params])
         if self._acts_on and self._low_dtype is not None:
             self._put_underflow(record)
         self._put_activations(record)
@@ -1298,16 +1357,22 @@ def _find_non_finite(
         order = history.forward_order()
     elif metric in BACKWARD_METRICS:
         order = history.forward_order()[::-1]  # the backward pass meets the last layer first
-    elif metric == "param_grad_norm":  # likewise: parameters of the layer nearest the output first
-        rank = {layer: r for r, layer in enumerate(history.forward_order()[::-1])}
-        owner = {name: rank[i] for i, layer in enumerate(history.layers) for name in layer.params}
-        order = sorted(order, key=lambda column: owner.get(history.params[column], len(rank)))
+    elif metric == "param_grad_norm":
+        order = _backward_param_order(history)
     events = []
     for row, step in enumerate(steps):
         first = next((i for i in order if bad[row, i]), None)
         if first is not None:
             events.append(NonFiniteEvent(step, metric, _column_name(history, metric, first)))
     return events
+
+
+def _backward_param_order(history: History) -> list[int]:
+    """The parameters' columns in the order the backward pass meets them: those of the layer
+    nearest the output first."""
+    rank = {layer: r for r, layer in enumerate(history.forward_order()[::-1])}
+    owner = {name: rank[i] for i, layer in enumerate(history.layers) for name in layer.params}
+    return sorted(range(len(history.params)), key=lambda column: owner.get(history.params[column], len(rank)))
 
 
 def _column_name(history: History, metric: str, column: int) -> str:
