@@ -293,6 +293,48 @@ class TorchmortemSession(Plain):
         return {name: len(state.steps) for name, state in states.items()}
 
 
+class WandbSession(Plain):
+    """``wandb.watch(model, log="gradients", log_freq=N)`` in an offline run, and ``run.log`` of
+    the loss after each step (what commits wandb's gradient histograms), as its docs show."""
+
+    def __init__(self, workload: Workload, log_freq: int) -> None:
+        self.run = _wandb_run()
+        self.model = workload.model
+        self.run.watch(self.model, log="gradients", log_freq=log_freq)
+
+    def after_step(self, loss: Tensor) -> None:
+        self.run.log({"loss": loss.item()})
+
+    def close(self) -> dict[str, int]:
+        self.run.unwatch(self.model)
+        logged = [key for key in self.run.summary.keys() if key.startswith("gradients/")]  # noqa: SIM118
+        return {"gradients": len(logged)}
+
+
+_WANDB_RUN: list[Any] = []
+
+
+def _wandb_run() -> Any:
+    """One offline W&B run for the whole benchmark (starting one takes seconds; not timed)."""
+    if not _WANDB_RUN:
+        import tempfile
+
+        wandb = importlib.import_module("wandb")
+        settings = wandb.Settings(silent=True, console="off")
+        folder = tempfile.mkdtemp(prefix="overhead-wandb-")
+        _WANDB_RUN.append(wandb.init(mode="offline", dir=folder, project="overhead", settings=settings))
+    return _WANDB_RUN[0]
+
+
+def wandb_available() -> bool:
+    """Whether the optional ``wandb`` package can be imported."""
+    try:
+        importlib.import_module("wandb")
+    except ImportError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Config:
     """A named way of training: how to open a session, what it must have recorded, and on which
@@ -332,18 +374,28 @@ def torchmortem_available() -> bool:
     return True
 
 
-def build_configs(with_torchmortem: bool) -> list[Config]:
+#: The default before hooks went to the recorded steps only: the signal on every step.
+EVERY_STEP = {"every": 1, "activations_every": 10, "updates_every": 10}
+
+
+def build_configs(with_torchmortem: bool, with_wandb: bool = False) -> list[Config]:
     """The plain baseline first, then every monitoring configuration."""
     all_stats = ("signal_norm", "act_mean", "update_ratio")
     configs = [
         Config("plain", lambda w: Plain()),
         _gradmedic("gradmedic default", {}, ("signal_norm", "weight_grad_norm")),
+        _gradmedic("gradmedic every step", EVERY_STEP, ("signal_norm", "weight_grad_norm")),
         _gradmedic("gradmedic all", ALL_STATS, all_stats),
         _gradmedic("gradmedic all, time sampled", ALL_BUT_TIME, all_stats, lambda w: w.recurrent),
         Config("lightning-style grad_norm", GradNormSession, ("grad_norm",)),
     ]
     if with_torchmortem:
         configs += [_torchmortem("fast"), _torchmortem("balanced")]
+    if with_wandb:
+        for freq in (1, 100):
+            configs.append(
+                Config(f"wandb.watch {freq}", lambda w, f=freq: WandbSession(w, f), ("gradients",))
+            )
     return configs
 
 
@@ -544,6 +596,7 @@ def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, An
         "torch": torch.__version__,
         "gradmedic": gradmedic.__version__,
         "torchmortem": _version("torchmortem"),
+        "wandb": _version("wandb"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
@@ -576,15 +629,18 @@ def _version(package: str) -> str | None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: %(default)s")
-    parser.add_argument("--blocks", type=int, default=15, help="interleaved A/B blocks (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per block (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per block (default %(default)s)")
+    parser.add_argument("--blocks", type=int, default=7, help="interleaved A/B blocks (default %(default)s)")
+    steps = "timed steps per block (default %(default)s: one period of the default activation schedule)"
+    parser.add_argument("--steps", type=int, default=100, help=steps)
+    warmup = "untimed steps per block (default %(default)s: past the default's dense start)"
+    parser.add_argument("--warmup", type=int, default=20, help=warmup)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")
     scale = "multiply every workload's batch by N (default 1): on a GPU, steps that keep it busy"
     parser.add_argument("--batch-scale", type=int, default=1, metavar="N", help=scale)
     parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
+    parser.add_argument("--no-wandb", action="store_true", help="skip wandb.watch even if wandb is installed")
     keep = "comma-separated configuration names to keep (default: all); plain always runs"
     parser.add_argument("--configs", default="", help=keep)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
@@ -619,15 +675,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_torch(args.threads)
     with_torchmortem = not args.no_torchmortem and torchmortem_available()
-    configs = select_configs(build_configs(with_torchmortem), args.configs)
+    with_wandb = not args.no_wandb and wandb_available()
+    configs = select_configs(build_configs(with_torchmortem, with_wandb), args.configs)
     if not with_torchmortem:
         print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
     device = torch.device(args.device)
     if device.type == "cuda":  # the events are recorded on the current device's stream
         torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
     results = {}
-    for name in args.workloads:
-        results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
+    try:
+        for name in args.workloads:
+            results[name] = summarise(measure_workload(WORKLOADS[name], configs, args), configs)
+    finally:
+        if _WANDB_RUN:
+            _WANDB_RUN.pop().finish()
     print(
         f"{device_name(args.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
         f"batch x{args.batch_scale}; ratio = monitored / plain step time, median [IQR] over "

@@ -156,8 +156,9 @@ def _without_sync(run: Callable[[], T]) -> T:
 
 @pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "lstm", "transformer"])
 def test_default_training_loop_never_synchronises(name):
-    """Default options, 12 steps: the signal and weight gradients on every step, the activation
-    statistics, update ratios and (LSTM) statistics through time on steps 0 and 10, without flush."""
+    """Default options, 12 steps: the signal and weight gradients on every step (the dense start
+    of the default schedule), the activation statistics, update ratios and (LSTM) statistics
+    through time on step 0, without flush."""
     case = CASES[name]()
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.01)
     _train(case, optimizer, 2, None)  # CUDA, cuBLAS and cuDNN set up outside the checked region
@@ -173,8 +174,8 @@ def test_default_training_loop_never_synchronises(name):
     monitor.detach()
     history = monitor.history
     assert history.array("signal_norm")[0].tolist() == list(range(12))
-    assert history.array("act_mean")[0].tolist() == [0, 10]
-    assert history.array("update_ratio")[0].tolist() == [0, 10]
+    assert history.array("act_mean")[0].tolist() == [0]
+    assert history.array("update_ratio")[0].tolist() == [0]
     np.testing.assert_allclose(history.array("loss")[1][:, 0], [loss.item() for loss in losses], rtol=1e-6)
     if name == "lstm":
         assert history.array("time_signal")[0].tolist() == [0]

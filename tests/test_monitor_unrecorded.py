@@ -16,7 +16,7 @@ from torch import nn
 import gradmedic
 from gradmedic.history import NonFiniteEvent
 from gradmedic.hooks import count_module_hooks
-from models import Case, mlp, recurrent
+from models import ZOO, Case, mlp, recurrent
 
 GRADMEDIC = str(Path(gradmedic.__file__).parent)
 EVERY = {"every": 3, "activations_every": 3, "updates_every": 3, "time_every": 3}
@@ -132,8 +132,9 @@ def test_an_unrecorded_step_still_catches_a_non_finite_gradient_at_its_step_and_
 def test_the_non_finite_check_reports_once_per_flush_the_first_of_its_window():
     names = [name for name, _ in mlp().model.named_parameters()]
     poison = {1: [names[0]], 2: [names[0]], 40: [names[2]]}
-    history = _train_poisoned(poison, 45, True, every=100, flush_every=1, activations_every=None)
-    # flush_every=1: a flush after each recorded step (0); the guard folds and reads at each flush
+    options = {"every": 100, "activations_every": None, "updates_every": 20, "flush_every": 1}
+    history = _train_poisoned(poison, 45, True, **options)
+    # a flush at each step that records something (0, 20, 40: update ratios); each reads the guard
     assert NonFiniteEvent(1, "param_grad_norm", names[0]) in history.non_finite
     assert NonFiniteEvent(40, "param_grad_norm", names[2]) in history.non_finite
     assert all(event.step in (1, 40) for event in history.non_finite)
@@ -152,3 +153,32 @@ def test_the_check_adds_nothing_to_the_record_of_a_finite_run():
     history = _train_poisoned({}, 8, True, every=4)
     assert history.non_finite == []
     assert steps(history, "param_grad_norm") == [0, 4]
+
+
+def _train_zoo(name: str, options: dict[str, object] | None, n: int = 8):
+    """Adam on a zoo model, plain (``options`` None) or watched; its losses and final weights."""
+    torch.manual_seed(0)
+    case = ZOO[name]()
+    optimizer = torch.optim.Adam(case.model.parameters(), lr=0.01)
+    monitor = None if options is None else gradmedic.watch(case.model, optimizer, **options)
+    torch.manual_seed(1)
+    losses = []
+    for _ in range(n):
+        optimizer.zero_grad()
+        loss = case.loss()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach().clone())
+    if monitor is not None:
+        monitor.detach()
+        assert steps(monitor.history, "signal_norm") == list(range(0, n, 3))
+    return losses, {key: value.detach().clone() for key, value in case.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["mlp_tanh", "cnn_bn", "lstm", "inplace_dropout", "transformer"])
+def test_training_with_hooks_placed_and_removed_step_by_step_is_bit_identical(name):
+    plain_losses, plain_state = _train_zoo(name, None)
+    losses, state = _train_zoo(name, EVERY)
+    assert all(torch.equal(a, b) for a, b in zip(losses, plain_losses))
+    assert all(torch.equal(state[key], plain_state[key]) for key in plain_state)
+    assert not torch.equal(plain_losses[0], plain_losses[-1])  # it did train

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradmedic.errors import ConfigError
-from gradmedic.schedules import Every, LogSpaced, Never, as_schedule
+from gradmedic.schedules import DenseStart, Every, LogSpaced, Never, as_schedule
 
 SETTINGS = settings(max_examples=50, deadline=None)
 
@@ -82,3 +82,11 @@ def test_as_schedule_rejects_what_is_not_a_schedule(value):
     message = str(info.value)
     assert f"updates_every={value!r} is not a schedule" in message
     assert "'log'" in message and "None" in message and "step -> bool" in message
+
+
+@SETTINGS
+@given(st.integers(1, 50), st.integers(0, 50), st.integers(0, 500))
+def test_dense_start_records_every_early_step_then_the_multiples_of_n(n, dense, upto):
+    expected = sorted(set(range(min(dense, upto))) | set(range(0, upto, n)))
+    assert [s for s in range(upto) if DenseStart(n, dense)(s)] == expected
+    assert as_schedule(DenseStart(n, dense), "every") == DenseStart(n, dense)

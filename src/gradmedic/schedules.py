@@ -50,6 +50,25 @@ class LogSpaced:
 
 
 @dataclass(frozen=True)
+class DenseStart:
+    """Record every step for the first ``dense`` steps, then every ``n``-th step.
+
+    The default of :func:`gradmedic.watch`'s ``every``: a short run (a trial, a first look) is
+    recorded in full, and a long one pays for its hooks on one step in ``n`` only.
+
+    Example:
+        >>> [s for s in range(60) if DenseStart(n=20, dense=5)(s)]
+        [0, 1, 2, 3, 4, 20, 40]
+    """
+
+    n: int = 20
+    dense: int = 20
+
+    def __call__(self, step: int) -> bool:
+        return step < self.dense or step % self.n == 0
+
+
+@dataclass(frozen=True)
 class Never:
     """Never record (the statistic is turned off)."""
 
