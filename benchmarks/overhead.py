@@ -386,7 +386,7 @@ def build_configs(with_torchmortem: bool, with_wandb: bool = False) -> list[Conf
         _gradmedic("gradmedic default", {}, ("signal_norm", "weight_grad_norm")),
         _gradmedic("gradmedic every step", EVERY_STEP, ("signal_norm", "weight_grad_norm")),
         _gradmedic("gradmedic all", ALL_STATS, all_stats),
-        _gradmedic("gradmedic all, time sampled", ALL_BUT_TIME, all_stats, lambda w: w.recurrent),
+        _gradmedic("gradmedic all (time sampled)", ALL_BUT_TIME, all_stats, lambda w: w.recurrent),
         Config("lightning-style grad_norm", GradNormSession, ("grad_norm",)),
     ]
     if with_torchmortem:
