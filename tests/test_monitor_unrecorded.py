@@ -182,3 +182,25 @@ def test_training_with_hooks_placed_and_removed_step_by_step_is_bit_identical(na
     assert all(torch.equal(a, b) for a, b in zip(losses, plain_losses))
     assert all(torch.equal(state[key], plain_state[key]) for key in plain_state)
     assert not torch.equal(plain_losses[0], plain_losses[-1])  # it did train
+
+
+def test_the_check_covers_sparse_gradients_and_parameters_without_one():
+    """An ``nn.Embedding(sparse=True)`` gradient made non-finite on an unrecorded step; a frozen
+    layer (no gradient) between the others."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    model[1].requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    tokens = torch.randint(0, 10, (8,))
+    with gradmedic.watch(model, optimizer, every=3, activations_every=None, updates_every=None) as monitor:
+        for step in range(5):
+            optimizer.zero_grad()
+            model(tokens).pow(2).mean().backward()
+            if step == 2:
+                grad = model[0].weight.grad
+                assert grad is not None and grad.is_sparse
+                grad._values()[0, 0] = math.nan
+            optimizer.step()
+    events = monitor.history.non_finite  # the NaN row reaches the weights: step 3 is non-finite too
+    assert events[0] == NonFiniteEvent(2, "param_grad_norm", "0.weight")
+    assert all(event.step == 3 for event in events[1:])

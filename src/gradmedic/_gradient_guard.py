@@ -42,6 +42,7 @@ class GradientGuard:
         self._rows: list[Tensor] = []
         self._steps: list[int] = []
         self._first: Tensor | None = None  # int64 per parameter, _NEVER where none was seen
+        self._indices: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
 
     def check(self, step: int, grads: Sequence[Tensor | None]) -> None:
         """Queue the gradient norms of ``step`` (``None`` where a parameter has no gradient)."""
@@ -50,8 +51,12 @@ class GradientGuard:
             return
         norms = torch.stack(_device_norms(present))
         if len(present) < len(grads):  # a full-width row: a parameter without gradient is finite
-            where = [i for i, g in enumerate(grads) if g is not None]
-            index = torch.tensor(where, device=norms.device)
+            where = tuple(i for i, g in enumerate(grads) if g is not None)
+            index = self._indices.get((where, norms.device))
+            if index is None:
+                if len(self._indices) >= 64:  # gradients present in patterns that keep changing
+                    self._indices.clear()
+                index = self._indices[(where, norms.device)] = _on_device(list(where), norms.device)
             norms = norms.new_zeros(len(grads)).index_copy_(0, index, norms)
         if self._rows and (self._rows[0].shape != norms.shape or self._rows[0].device != norms.device):
             self._fold()  # the parameters changed (op layers found): fold what was queued first
@@ -73,17 +78,13 @@ class GradientGuard:
             return None
         return earliest, [i for i, step in enumerate(steps) if step == earliest]
 
-    def clear(self) -> None:
-        """Forget everything queued and folded."""
-        self._rows, self._steps, self._first = [], [], None
-
     def _fold(self) -> None:
         """Fold the queued rows into the first non-finite step per parameter, on their device."""
         if not self._rows:
             return
         rows, steps = torch.stack(self._rows), self._steps
         self._rows, self._steps = [], []
-        at = torch.tensor(steps, dtype=torch.int64).to(rows.device, non_blocking=True)
+        at = _on_device(steps, rows.device)
         never = torch.full_like(at, _NEVER)
         first = torch.where(torch.isfinite(rows), never[:, None], at[:, None]).amin(dim=0)
         if self._first is not None and self._first.shape == first.shape:
@@ -91,6 +92,14 @@ class GradientGuard:
         elif self._first is not None:  # the width changed: keep the earlier verdict in front
             first = _merge(self._first, first)
         self._first = first
+
+
+def _on_device(values: list[int], device: torch.device) -> Tensor:
+    """``values`` as an int64 tensor on ``device``; to CUDA through pinned memory, without a host sync."""
+    host = torch.tensor(values, dtype=torch.int64)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _values(grad: Tensor) -> Tensor:
