@@ -511,3 +511,65 @@ def test_watching_a_function_model_whose_function_is_called_directly_says_what_t
         with pytest.raises(ModelError, match="call the model"):
             optimizer.step()
     assert monitor.history.layers == []
+
+
+def test_tensors_in_lists_addmm_and_weights_on_the_left_are_op_layers_measured_exactly() -> None:
+    torch.manual_seed(10)
+
+    class ListNet(nn.Module):
+        """Weights in Python lists; ``addmm`` with the bias first; ``W @ h.T`` (columns as samples)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.Ws = [torch.randn(6, 12, requires_grad=True), torch.randn(4, 12, requires_grad=True)]
+            self.bs = [torch.zeros(12, requires_grad=True), torch.randn(4, requires_grad=True)]
+
+        def forward(self, x: Tensor, keep: dict[str, Tensor] | None = None) -> Tensor:
+            h = torch.relu(kept(keep, "Ws.0", torch.addmm(self.bs[0], x, self.Ws[0])))
+            out = kept(keep, "Ws.1", self.Ws[1] @ h.T + self.bs[1][:, None])
+            return out.T
+
+    from op_models import kept
+
+    model = ListNet()
+    x = torch.randn(9, 6)
+    keep = reference(model, x)
+    grads = {name: t.grad.clone() for name, t in leaves_of(model).items()}
+    history = monitored(model, x)
+    assert [(layer.name, layer.type, layer.params) for layer in history.layers] == [
+        ("Ws.0", "addmm", ["Ws.0", "bs.0"]),
+        ("Ws.1", "matmul", ["Ws.1", "bs.1"]),
+    ]
+    assert history.meta["op_layers"]["Ws.1"]["fan_in"] == 12
+    signal, weight_grad = history.array("signal_norm")[1][0], history.array("weight_grad_norm")[1][0]
+    for column, name in enumerate(["Ws.0", "Ws.1"]):
+        assert signal[column] == pytest.approx(keep[name].grad.norm().item(), rel=1e-5)
+        params = history.layers[column].params
+        assert weight_grad[column] == pytest.approx(
+            math.sqrt(sum(grads[p].pow(2).sum() for p in params)), rel=1e-5
+        )
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_lsuv_on_op_layers_centres_each_unit_and_gives_unit_variance(left: bool) -> None:
+    torch.manual_seed(11)
+
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(16, 24) * 3)
+            self.b = nn.Parameter(torch.randn(24))
+
+        def forward(self, x: Tensor) -> Tensor:  # rows as samples (x @ W + b) or columns (W.T @ x.T + b)
+            return (self.W.T @ x.T + self.b[:, None]).T if left else x @ self.W + self.b
+
+    from gradmedic.op_layers import discover_on
+    from gradmedic.remedies.lsuv import rescale_op_layers
+
+    model, x = Bare(), torch.rand(512, 16)  # inputs averaging 0.5, as after a sigmoid
+    changes = rescale_op_layers(model, x, discover_on(model, x).layers, center=True)
+    assert [c.action for c in changes] == ["lsuv: each unit centred, scaled to unit output variance"]
+    with torch.no_grad():
+        out = model(x)
+    assert out.mean(dim=0).abs().max() < 1e-4
+    assert out.var().item() == pytest.approx(1.0, rel=1e-3)

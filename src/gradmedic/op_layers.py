@@ -60,6 +60,23 @@ OP_TYPES: dict[str, str] = {
     "embedding": "embedding", "__getitem__": "embedding",
 }  # fmt: skip
 
+
+def op_type(func_name: str, args: tuple[Any, ...]) -> str | None:
+    """The layer type of a call (``"matmul"``...), or None if it is not a parameterised op.
+    Indexing counts only as an embedding lookup (``C[x]`` with integer ``x``), not ``b[:, None]``.
+
+    Example:
+        >>> C, x = torch.zeros(5, 2), torch.tensor([1, 3])
+        >>> op_type("__getitem__", (C, x)), op_type("__getitem__", (C, 0)), op_type("mm", (C, C))
+        ('embedding', None, 'matmul')
+    """
+    if func_name == "__getitem__":
+        index = args[1] if len(args) > 1 else None
+        integer = isinstance(index, Tensor) and not index.is_floating_point() and index.dtype != torch.bool
+        return "embedding" if integer else None
+    return OP_TYPES.get(func_name)
+
+
 #: Op types whose weight is a linear map (their init can be judged and changed).
 WEIGHT_OP_TYPES = frozenset({"matmul", "linear", "addmm", "bmm", "conv1d", "conv2d", "conv3d"})
 
@@ -114,8 +131,9 @@ class FunctionModel(nn.Module):
     """A plain function and the leaf tensors it computes with, held by reference, as a model.
 
     ``FunctionModel(fn, {"W1": W1, "W2": W2})`` is what ``checkup(fn, x, y, params=...)`` builds;
-    wrap a function this way to ``watch`` it. The tensors are not copied or registered as
-    parameters: gradients go to them as before.
+    wrap a function this way to ``watch`` it (and call the model, not the function). The tensors
+    are not copied or registered as parameters: gradients go to them as before. A list of tensors
+    (``[C, W1, b1, ...]``) is named ``params.0``, ``params.1``...
 
     Example:
         >>> W = torch.randn(3, 2, requires_grad=True)
@@ -124,8 +142,16 @@ class FunctionModel(nn.Module):
         (torch.Size([1, 2]), True)
     """
 
-    def __init__(self, fn: Callable[..., Any], leaves: dict[str, Tensor]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], leaves: dict[str, Tensor] | list[Tensor] | tuple[Tensor, ...]
+    ) -> None:
         super().__init__()
+        if isinstance(leaves, (list, tuple)):
+            leaves = {f"params.{i}": tensor for i, tensor in enumerate(leaves)}
+        if not isinstance(leaves, dict):
+            raise ConfigError(
+                f"params must be a dict of name -> tensor (or a list of tensors), got {type(leaves).__name__}"
+            )
         if not callable(fn):
             raise ConfigError(f"expected a model or a function, got {type(fn).__name__}")
         for name, tensor in leaves.items():
@@ -168,10 +194,21 @@ def candidate_leaves(model: nn.Module) -> dict[int, Leaf]:
         for name, param in module.named_parameters(recurse=False):
             found[id(param)] = Leaf(prefix + name, param, module_name, True)
         attributes = module.leaves if isinstance(module, FunctionModel) else vars(module)
-        for name, value in attributes.items():
-            if _is_grad_leaf(value) and not isinstance(value, nn.Parameter):
+        for name, value in _tensor_attributes(attributes):
+            if _is_grad_leaf(value) and not isinstance(value, nn.Parameter) and id(value) not in found:
                 found[id(value)] = Leaf(prefix + name, value, module_name, False)
     return found
+
+
+def _tensor_attributes(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Attributes, and the items of lists, tuples and dicts among them (``Ws.0``, ``Ws.1``)."""
+    for name, value in attributes.items():
+        if isinstance(value, (list, tuple)):
+            yield from ((f"{name}.{i}", item) for i, item in enumerate(value))
+        elif isinstance(value, dict) and not name.startswith("_"):
+            yield from ((f"{name}.{key}", item) for key, item in value.items())
+        else:
+            yield name, value
 
 
 def extra_leaves(model: nn.Module) -> list[Tensor]:
@@ -191,6 +228,11 @@ def operands(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[tuple[in
             if isinstance(item, Tensor):
                 yield position, item
             position += 1
+
+
+def _only(args: tuple[Any, ...], kwargs: dict[str, Any], known: Any) -> bool:
+    """Whether every tensor a call takes is one of the ``known`` weights (by ``id``) or a view of one."""
+    return all(id(leaf_of(tensor)) in known for _, tensor in operands(args, kwargs))
 
 
 def leaf_of(tensor: Tensor) -> Tensor:
@@ -237,16 +279,19 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
+        op = op_type(name, args)
+        if self._last is not None and op is None and _only(args, kwargs, self._leaves):
+            return result  # a view of a weight (``b[:, None]``) between the op and its bias add
         last, self._last = self._last, None
         if last is not None and name in BIAS_ADDS and isinstance(result, Tensor):
             self._claim_bias(last, args, result)
-        op = OP_TYPES.get(name)
         if op is not None and isinstance(result, Tensor) and result.requires_grad:
-            self._record(name, args, kwargs, result)
+            self._record(name, op, args, kwargs, result)
         return result
 
-    def _record(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Tensor) -> None:
-        op = OP_TYPES[func_name]
+    def _record(
+        self, func_name: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Tensor
+    ) -> None:
         found = [(i, t, self._leaves.get(id(leaf_of(t)))) for i, t in operands(args, kwargs)]
         if op == "embedding" and found:  # C[x] indexes its first operand; F.embedding(x, C) its second
             found = found[:1] if found[0][2] is not None else found[1:2]
@@ -254,15 +299,16 @@ class Recorder(TorchFunctionMode):
         if not known:
             self._note_unknown(op, found)
             return
-        position, operand, weight = known[0]
+        matrices = [item for item in known if item[1].dim() >= 2]  # addmm(b, x, W): W, not b
+        position, operand, weight = (matrices or known)[0]
         key = id(weight.tensor)
         if key not in self.layers:
             self.layers[key] = OpLayer(
                 weight.name, op, weight.owner, [weight.name], fan_in(func_name, position, operand)
             )
             self._claimed.add(key)
-        for _, _, other in known[1:]:  # F.linear's bias, addmm's added term
-            if id(other.tensor) not in self._claimed:
+        for _, _, other in known:  # F.linear's bias, addmm's added term
+            if other is not weight and id(other.tensor) not in self._claimed:
                 self._claimed.add(id(other.tensor))
                 self.layers[key].leaves.append(other.name)
         layer = self.layers[key]
@@ -279,7 +325,7 @@ class Recorder(TorchFunctionMode):
         others = [a for a in args[:2] if a is not output]
         if len(others) != 1 or not any(a is output for a in args[:2]) or not isinstance(others[0], Tensor):
             return
-        bias = self._leaves.get(id(others[0]))
+        bias = self._leaves.get(id(leaf_of(others[0])))
         layer = self.layers[key]
         if bias is not None and id(bias.tensor) not in self._claimed:
             self._claimed.add(id(bias.tensor))
@@ -432,6 +478,7 @@ class OpProbe(TorchFunctionMode):
         super().__init__()
         self._weights = weights
         self._biases = biases
+        self._known = {*weights, *biases}
         self._report = report
         self._pending: tuple[int, Tensor] | None = None
 
@@ -440,15 +487,15 @@ class OpProbe(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        op = op_type(name, args)
         pending = self._pending
-        if pending is not None and not (name in BIAS_ADDS and self._is_bias_add(pending, args)):
-            self.finish()
-            pending = None
+        bias_add = pending is not None and name in BIAS_ADDS and self._is_bias_add(pending, args)
+        if pending is not None and not bias_add and (op is not None or not _only(args, kwargs, self._known)):
+            self.finish()  # before the call: an in-place op on the output cannot change what is measured
         result = func(*args, **kwargs)
-        if pending is not None:  # the bias add: the layer's output is the sum
+        if bias_add and pending is not None:  # the layer's output is the sum
             self._pending = (pending[0], result) if isinstance(result, Tensor) else pending
             self.finish()
-        op = OP_TYPES.get(name)
         if op is not None and isinstance(result, Tensor) and result.requires_grad:
             index = self._layer_of(op, args, kwargs)
             if index is not None:
@@ -468,7 +515,7 @@ class OpProbe(TorchFunctionMode):
         if len(pair) != 2 or not any(a is output for a in pair):
             return False
         other = pair[1] if pair[0] is output else pair[0]
-        return isinstance(other, Tensor) and self._biases.get(id(other)) == index
+        return isinstance(other, Tensor) and self._biases.get(id(leaf_of(other))) == index
 
     def finish(self) -> None:
         """Report the op output waiting for the next call."""
