@@ -573,3 +573,41 @@ def test_lsuv_on_op_layers_centres_each_unit_and_gives_unit_variance(left: bool)
         out = model(x)
     assert out.mean(dim=0).abs().max() < 1e-4
     assert out.var().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_conv1d_style_module_returning_a_view_of_its_addmm_stays_one_module_layer() -> None:
+    class Conv1D(nn.Module):  # as GPT-2 in transformers writes its projections
+        def __init__(self, nf: int, nx: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+            self.bias = nn.Parameter(torch.zeros(nf))
+
+        def forward(self, x: Tensor) -> Tensor:
+            out = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+            return out.view(*x.shape[:-1], -1)
+
+    model = nn.Sequential(Conv1D(8, 4), nn.Tanh(), Conv1D(2, 8))
+    history = monitored(model, torch.randn(3, 5, 4).reshape(15, 4))
+    assert [layer.name for layer in history.layers] == ["0", "1", "2"]
+
+
+def test_a_forward_that_fails_at_the_first_call_leaves_no_hook_and_no_mode() -> None:
+    model = Exploding()
+    model.fail_forward = True
+    with pytest.raises(RuntimeError, match="boom in forward"), gradmedic.watch(model):
+        model(torch.randn(2, 3))
+    assert no_mode_left() and count_module_hooks(model) == 0
+    model.fail_forward = False
+    with gradmedic.watch(model, **ALL_STATS) as monitor:  # and it works once the forward does
+        model(torch.randn(2, 3)).sum().backward()
+        monitor.step()
+    assert [layer.name for layer in monitor.history.layers] == ["W"]
+
+
+def test_non_finite_values_are_traced_to_the_first_op_layer_where_they_appear() -> None:
+    model = MatmulMLP((4, 8, 8, 2))
+    with torch.no_grad():
+        model.W1.fill_(1e38)  # the second layer overflows
+    history = monitored(model, torch.randn(5, 4))
+    firsts = {event.metric: event.layer for event in history.non_finite}
+    assert firsts["act_mean"] == "W1"

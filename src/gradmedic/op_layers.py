@@ -439,12 +439,17 @@ def _decide(recorder: Recorder, leaves: dict[int, Leaf], module_outputs: dict[st
         layer = recorder.layers[keys[0]]
         outputs = recorder.outputs[keys[0]]
         whole = len(keys) == 1 and set(layer.leaves) == owned[owner] and len(outputs) == 1
-        if not (whole and owner != "" and module_outputs.get(owner) is outputs[0]):
+        if not (whole and owner != "" and _same_values(module_outputs.get(owner), outputs[0])):
             found.split.append(owner)
     found.layers = [layer for layer in recorder.layers.values() if layer.owner in found.split]
     for key, layer in recorder.layers.items():
         layer.calls = len(recorder.outputs[key])
     return found
+
+
+def _same_values(output: object, op_output: Tensor) -> bool:
+    """Whether a module's output is its op's output, or a view of it (``addmm(...).view(...)``)."""
+    return isinstance(output, Tensor) and (output is op_output or output._base is op_output)
 
 
 @contextlib.contextmanager
