@@ -385,8 +385,9 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         for owner in {leaf.owner for leaf in leaves.values()}:
             hook = _output_keeper(owner, module_outputs)
             hooks.add(modules[owner].register_forward_hook(hook))
-        with Recorder(leaves) as recorder:
-            model(*args, **kwargs)
+        wrapped = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
+        with Recorder(leaves) as recorder:  # DDP's own forward would wait for a backward pass
+            (model.module if wrapped else model)(*args, **kwargs)
     return _decide(recorder, leaves, module_outputs)
 
 
