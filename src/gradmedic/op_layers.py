@@ -385,9 +385,8 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         for owner in {leaf.owner for leaf in leaves.values()}:
             hook = _output_keeper(owner, module_outputs)
             hooks.add(modules[owner].register_forward_hook(hook))
-        wrapped = isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel))
-        with Recorder(leaves) as recorder:  # DDP's own forward would wait for a backward pass
-            (model.module if wrapped else model)(*args, **kwargs)
+        with Recorder(leaves) as recorder:
+            _unwrapped(model)(*args, **kwargs)
     return _decide(recorder, leaves, module_outputs)
 
 
@@ -420,6 +419,15 @@ def as_out_in(weight: Tensor, op: OpLayer) -> Tensor | None:
     if op.type.startswith("conv") or (weight.dim() == 2 and weight.shape[1] == op.fan_in):
         return weight
     return weight.T if weight.dim() == 2 and weight.shape[0] == op.fan_in else None
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module a DataParallel/DDP wrapper runs (its own forward would wait for a backward pass)."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        inner = model.module
+        assert isinstance(inner, nn.Module)
+        return inner
+    return model
 
 
 def _output_keeper(name: str, outputs: dict[str, object]) -> Callable[[nn.Module, object, object], None]:
