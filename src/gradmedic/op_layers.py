@@ -171,11 +171,19 @@ class FunctionModel(nn.Module):
 def is_torch_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer of torch itself (its parameters are measured by module hooks).
 
-    ``nn.ParameterList`` and ``nn.ParameterDict`` hold bare weights: they are not layers.
+    A subclass of one (``class MyLinear(nn.Linear)``) is one too; ``nn.ParameterList`` and
+    ``nn.ParameterDict`` hold bare weights: they are not layers.
+
+    Example:
+        >>> class Scaled(nn.Linear): ...
+        >>> is_torch_layer(Scaled(2, 2)), is_torch_layer(nn.ParameterList())
+        (True, False)
     """
     if isinstance(module, (nn.ParameterList, nn.ParameterDict)):
         return False
-    return type(module).__module__.startswith("torch.")
+    return any(
+        cls.__module__.startswith("torch.") and cls is not nn.Module for cls in type(module).__mro__[:-1]
+    )
 
 
 def candidate_leaves(model: nn.Module) -> dict[int, Leaf]:
