@@ -458,6 +458,7 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
             super().__init__()
             self.W_x = nn.Parameter(torch.randn(3, 16) / 3**0.5)
             self.W_h = nn.Parameter(torch.randn(16, 16) / 16**0.5)
+            self.b_h = nn.Parameter(torch.randn(16) * 0.1)
             self.W_y = nn.Parameter(torch.randn(16, 2) / 4)
 
         def forward(self, x: Tensor, keep: list[Tensor] | None = None) -> Tensor:
@@ -467,7 +468,7 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
                 if keep is not None:
                     pre.retain_grad()
                     keep.append(pre)
-                h = torch.tanh(x[:, t] @ self.W_x + pre)
+                h = torch.tanh(x[:, t] @ self.W_x + pre + self.b_h)
             return h @ self.W_y
 
     model = HandRNN()
@@ -475,8 +476,13 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
     keep: list[Tensor] = []
     loss_of(model(x, keep)).backward()
     want = [t.grad.norm().item() for t in reversed(keep)]  # steps back from the last
+    input_grad = math.sqrt(model.W_x.grad.pow(2).sum() + model.b_h.grad.pow(2).sum())
     model.zero_grad()
     history = monitored(model, x)
+    names = [layer.name for layer in history.layers]
+    # no layer "" for the root; the bias goes with the op called last before it is added (W_x)
+    assert [layer.params for layer in history.layers] == [["W_h"], ["W_x", "b_h"], ["W_y"]]
+    assert history.array("weight_grad_norm")[1][0, names.index("W_x")] == pytest.approx(input_grad, rel=1e-5)
     assert [history.layers[i].name for i in history.time_layers] == ["W_h"]  # W_x reads the input only
     _, rows = history.time_rows("W_h")
     assert rows.shape == (1, 12)

@@ -278,6 +278,7 @@ class Recorder(TorchFunctionMode):
         self.outputs: dict[int, list[Tensor]] = {}
         self.notes: list[str] = []
         self._last: tuple[int, Tensor] | None = None
+        self._recent: tuple[int, Tensor] | None = None
         self._claimed: set[int] = set()
         self._nodes: dict[int, Any] = {}
 
@@ -293,6 +294,8 @@ class Recorder(TorchFunctionMode):
         last, self._last = self._last, None
         if last is not None and name in BIAS_ADDS and isinstance(result, Tensor):
             self._claim_bias(last, args, result)
+        elif name in BIAS_ADDS and self._recent is not None:  # x @ W_x + h @ W_h + b: b is W_h's
+            self._claim_loose(args)
         if op is not None and isinstance(result, Tensor) and result.requires_grad:
             self._record(name, op, args, kwargs, result)
         return result
@@ -326,7 +329,7 @@ class Recorder(TorchFunctionMode):
             layer.recurrent = reaches(inputs, self._nodes[key])
         self._nodes[key] = result.grad_fn
         self.outputs.setdefault(key, []).append(result)
-        self._last = (key, result)
+        self._last = self._recent = (key, result)
 
     def _claim_bias(self, last: tuple[int, Tensor], args: tuple[Any, ...], result: Tensor) -> None:
         key, output = last
@@ -340,6 +343,15 @@ class Recorder(TorchFunctionMode):
             layer.leaves.append(bias.name)
         if bias is not None and bias.name in layer.leaves[1:]:
             self.outputs[key][-1] = result
+
+    def _claim_loose(self, args: tuple[Any, ...]) -> None:
+        """A weight added to something else than an op's output belongs to the op called last."""
+        assert self._recent is not None
+        for value in args[:2]:
+            leaf = self._leaves.get(id(leaf_of(value))) if isinstance(value, Tensor) else None
+            if leaf is not None and id(leaf.tensor) not in self._claimed:
+                self._claimed.add(id(leaf.tensor))
+                self.layers[self._recent[0]].leaves.append(leaf.name)
 
     def _note_unknown(self, op: str, found: list[tuple[int, Tensor, Leaf | None]]) -> None:
         for _, tensor, _ in found:
