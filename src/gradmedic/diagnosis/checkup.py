@@ -46,7 +46,7 @@ def checkup(
     inputs: Any,
     targets: Tensor | None = None,
     loss_fn: LossFn | None = None,
-    params: dict[str, Tensor] | None = None,
+    params: dict[str, Tensor] | list[Tensor] | None = None,
 ) -> Report:
     """Diagnose ``model`` from one forward/backward pass on ``inputs``; no optimizer step.
 
@@ -58,7 +58,8 @@ def checkup(
             cross-entropy, with float targets mean squared error.
         loss_fn: optional ``loss_fn(output, targets)`` (or ``loss_fn(output)`` without targets).
         params: for a plain function, its weights by name (``{"W1": W1, "W2": W2}``): the layers
-            are the ops that use them (see :mod:`gradmedic.op_layers`), named by these keys.
+            are the ops that use them (see :mod:`gradmedic.op_layers`), named by these keys (a
+            list of tensors, as tutorials keep them, is named ``params.0``, ``params.1``...).
 
     The model is left exactly as found: parameters, ``.grad`` fields, train/eval mode of every
     module, buffers (BatchNorm running statistics) and the RNG state. The pass runs in train mode.
