@@ -29,7 +29,7 @@ from ..layers import require_module
 from ..monitor import Monitor
 from ..tracing import ActivationTracer
 from .evidence import Evidence, evidence_from_history
-from .findings import LayerSummary, Report
+from .findings import LayerSummary, Report, Severity, agreeing_score
 from .rules import health_score, run_rules
 
 SURROGATE_NOTE = (
@@ -104,7 +104,10 @@ def build_report(evidence: Evidence, notes: list[str] | None = None) -> Report:
         )
         for layer in evidence.layers
     ]
-    return Report(run_rules(evidence), health_score(evidence), evidence.source, list(notes or []), layers)
+    findings, raw = run_rules(evidence), health_score(evidence)
+    healthy = all(finding.severity < Severity.WARNING for finding in findings)
+    score = agreeing_score(raw, healthy)
+    return Report(findings, score, evidence.source, list(notes or []), layers, raw_score=raw)
 
 
 def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
