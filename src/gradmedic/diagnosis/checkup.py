@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import stats
-from ..errors import ConfigError, ModelError, UnsupportedError, from_user_code
+from ..errors import ConfigError, GradmedicError, ModelError, UnsupportedError, from_user_code
 from ..history import History
 from ..hooks import HookSet
 from ..layers import require_module
@@ -171,6 +171,8 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     refuse_signature(model, args, kwargs)
     try:
         return model(*args, **kwargs)
+    except GradmedicError:  # raised by gradmedic's own hooks (e.g. a compiled model): as it is
+        raise
     except Exception as error:
         if not _about_shapes(error):
             raise from_user_code(error, f"{type(model).__name__}.forward") from None
