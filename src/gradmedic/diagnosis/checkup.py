@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import stats
-from ..errors import ConfigError, ModelError, UnsupportedError, from_user_code
+from ..errors import ConfigError, GradmedicError, ModelError, UnsupportedError, from_user_code
 from ..history import History
 from ..hooks import HookSet
 from ..layers import require_module
@@ -30,7 +30,7 @@ from ..monitor import Monitor
 from ..op_layers import FunctionModel, extra_leaves
 from ..tracing import ActivationTracer
 from .evidence import Evidence, evidence_from_history
-from .findings import LayerSummary, Report
+from .findings import LayerSummary, Report, Severity, agreeing_score
 from .rules import health_score, run_rules
 
 SURROGATE_NOTE = (
@@ -127,7 +127,10 @@ def build_report(evidence: Evidence, notes: list[str] | None = None) -> Report:
         )
         for layer in evidence.layers
     ]
-    return Report(run_rules(evidence), health_score(evidence), evidence.source, list(notes or []), layers)
+    findings, raw = run_rules(evidence), health_score(evidence)
+    healthy = all(finding.severity < Severity.WARNING for finding in findings)
+    score = agreeing_score(raw, healthy)
+    return Report(findings, score, evidence.source, list(notes or []), layers, raw_score=raw)
 
 
 def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
@@ -191,6 +194,8 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     refuse_signature(model, args, kwargs)
     try:
         return model(*args, **kwargs)
+    except GradmedicError:  # raised by gradmedic's own hooks (e.g. a compiled model): as it is
+        raise
     except Exception as error:
         if not _about_shapes(error):
             raise from_user_code(error, f"{type(model).__name__}.forward") from None
