@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from zoo import ALL, BY_ID, KINDS_ORDER
 from zoo.core import Case, Setup, length, take
+from zoo.relabelled import RELABELLED
 from zoo.training import TRAINS, confirm, fit
 
 import gradmedic
@@ -183,7 +184,12 @@ def describe(key: str, value: dict) -> str:
 def row_line(case: Case, label: str, row: dict) -> str:
     """The printed line of one case: id, class, family, label, then each measurement."""
     measured = " | ".join(f"{key}: {describe(key, value)}" for key, value in row.items())
-    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {measured}"
+    why = (
+        f"\n{'':38s} relabelled: {RELABELLED[case.id]}"
+        if label == "relabelled" and case.id in RELABELLED
+        else ""
+    )
+    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {measured}{why}"
 
 
 def names_it(kind: str, value: dict) -> bool:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import zoo  # noqa: E402
 from zoo import core, training  # noqa: E402
+from zoo.relabelled import RELABELLED  # noqa: E402
 
 SCRIPT = BENCHMARKS / "zoo.py"
 
@@ -47,6 +48,9 @@ def test_every_case_has_a_committed_label_from_training() -> None:
     for case_id, entry in labels.items():
         assert "error" not in entry, (case_id, entry)
         assert 0.0 <= entry["reported"]["best"] <= 1.0, case_id
+    relabelled = {i for i, entry in labels.items() if not entry["confirmed"] and not zoo.BY_ID[i].healthy}
+    assert relabelled == set(RELABELLED), "each relabelled report says why, and only those"
+    assert all(entry["confirmed"] for i, entry in labels.items() if zoo.BY_ID[i].healthy)
 
 
 def test_constant_baseline_is_the_loss_of_the_best_constant_prediction() -> None:
