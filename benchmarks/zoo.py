@@ -226,6 +226,9 @@ def summarise(rows: dict, labels: dict) -> dict:
                 "false_alarms (critical)": sum(v["worst"] == "critical" for v in seen),
                 "warnings": sum(v["worst"] == "warning" for v in seen),
             }
+    relabelled = [c for c in ALL if label_of(c, labels) == "relabelled" and c.id in rows]
+    flagged = [c.id for c in relabelled if rows[c.id]["checkup"].get("flagged")]
+    summary["relabelled"] = {"cases": len(relabelled), "checkup_flagged": flagged}
     summary["errors"] = sum("error" in v for r in rows.values() for v in r.values() if isinstance(v, dict))
     return summary
 
@@ -237,6 +240,10 @@ def print_summary(summary: dict) -> None:
         print(f"  {kind:12s} cases {entry['cases']:2d}  " + "  ".join(parts))
     for key, entry in summary["healthy"].items():
         print(f"healthy models ({key}): {entry}")
+    relabelled = summary["relabelled"]
+    print(
+        f"relabelled reports: {relabelled['cases']}, flagged by the checkup: {relabelled['checkup_flagged']}"
+    )
     print(f"errors: {summary['errors']}")
 
 
