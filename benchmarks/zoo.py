@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from zoo import ALL, BY_ID, KINDS_ORDER
 from zoo.core import Case, Setup, length, take
+from zoo.relabelled import RELABELLED
 from zoo.training import TRAINS, confirm, fit
 
 import gradmedic
@@ -183,7 +184,12 @@ def describe(key: str, value: dict) -> str:
 def row_line(case: Case, label: str, row: dict) -> str:
     """The printed line of one case: id, class, family, label, then each measurement."""
     measured = " | ".join(f"{key}: {describe(key, value)}" for key, value in row.items())
-    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {measured}"
+    why = (
+        f"\n{'':38s} relabelled: {RELABELLED[case.id]}"
+        if label == "relabelled" and case.id in RELABELLED
+        else ""
+    )
+    return f"{case.id:38s} {case.kind:12s} {case.family:11s} {label:11s} {measured}{why}"
 
 
 def names_it(kind: str, value: dict) -> bool:
@@ -220,6 +226,9 @@ def summarise(rows: dict, labels: dict) -> dict:
                 "false_alarms (critical)": sum(v["worst"] == "critical" for v in seen),
                 "warnings": sum(v["worst"] == "warning" for v in seen),
             }
+    relabelled = [c for c in ALL if label_of(c, labels) == "relabelled" and c.id in rows]
+    flagged = [c.id for c in relabelled if rows[c.id]["checkup"].get("flagged")]
+    summary["relabelled"] = {"cases": len(relabelled), "checkup_flagged": flagged}
     summary["errors"] = sum("error" in v for r in rows.values() for v in r.values() if isinstance(v, dict))
     return summary
 
@@ -231,6 +240,10 @@ def print_summary(summary: dict) -> None:
         print(f"  {kind:12s} cases {entry['cases']:2d}  " + "  ".join(parts))
     for key, entry in summary["healthy"].items():
         print(f"healthy models ({key}): {entry}")
+    relabelled = summary["relabelled"]
+    print(
+        f"relabelled reports: {relabelled['cases']}, flagged by the checkup: {relabelled['checkup_flagged']}"
+    )
     print(f"errors: {summary['errors']}")
 
 

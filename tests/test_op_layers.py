@@ -458,6 +458,7 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
             super().__init__()
             self.W_x = nn.Parameter(torch.randn(3, 16) / 3**0.5)
             self.W_h = nn.Parameter(torch.randn(16, 16) / 16**0.5)
+            self.b_h = nn.Parameter(torch.randn(16) * 0.1)
             self.W_y = nn.Parameter(torch.randn(16, 2) / 4)
 
         def forward(self, x: Tensor, keep: list[Tensor] | None = None) -> Tensor:
@@ -467,7 +468,7 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
                 if keep is not None:
                     pre.retain_grad()
                     keep.append(pre)
-                h = torch.tanh(x[:, t] @ self.W_x + pre)
+                h = torch.tanh(x[:, t] @ self.W_x + pre + self.b_h)
             return h @ self.W_y
 
     model = HandRNN()
@@ -475,8 +476,13 @@ def test_an_op_layer_called_at_every_time_step_gets_its_signal_through_time() ->
     keep: list[Tensor] = []
     loss_of(model(x, keep)).backward()
     want = [t.grad.norm().item() for t in reversed(keep)]  # steps back from the last
+    input_grad = math.sqrt(model.W_x.grad.pow(2).sum() + model.b_h.grad.pow(2).sum())
     model.zero_grad()
     history = monitored(model, x)
+    names = [layer.name for layer in history.layers]
+    # no layer "" for the root; the bias goes with the op called last before it is added (W_x)
+    assert [layer.params for layer in history.layers] == [["W_h"], ["W_x", "b_h"], ["W_y"]]
+    assert history.array("weight_grad_norm")[1][0, names.index("W_x")] == pytest.approx(input_grad, rel=1e-5)
     assert [history.layers[i].name for i in history.time_layers] == ["W_h"]  # W_x reads the input only
     _, rows = history.time_rows("W_h")
     assert rows.shape == (1, 12)
@@ -511,3 +517,103 @@ def test_watching_a_function_model_whose_function_is_called_directly_says_what_t
         with pytest.raises(ModelError, match="call the model"):
             optimizer.step()
     assert monitor.history.layers == []
+
+
+def test_tensors_in_lists_addmm_and_weights_on_the_left_are_op_layers_measured_exactly() -> None:
+    torch.manual_seed(10)
+
+    class ListNet(nn.Module):
+        """Weights in Python lists; ``addmm`` with the bias first; ``W @ h.T`` (columns as samples)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.Ws = [torch.randn(6, 12, requires_grad=True), torch.randn(4, 12, requires_grad=True)]
+            self.bs = [torch.zeros(12, requires_grad=True), torch.randn(4, requires_grad=True)]
+
+        def forward(self, x: Tensor, keep: dict[str, Tensor] | None = None) -> Tensor:
+            h = torch.relu(kept(keep, "Ws.0", torch.addmm(self.bs[0], x, self.Ws[0])))
+            out = kept(keep, "Ws.1", self.Ws[1] @ h.T + self.bs[1][:, None])
+            return out.T
+
+    from op_models import kept
+
+    model = ListNet()
+    x = torch.randn(9, 6)
+    keep = reference(model, x)
+    grads = {name: t.grad.clone() for name, t in leaves_of(model).items()}
+    history = monitored(model, x)
+    assert [(layer.name, layer.type, layer.params) for layer in history.layers] == [
+        ("Ws.0", "addmm", ["Ws.0", "bs.0"]),
+        ("Ws.1", "matmul", ["Ws.1", "bs.1"]),
+    ]
+    assert history.meta["op_layers"]["Ws.1"]["fan_in"] == 12
+    signal, weight_grad = history.array("signal_norm")[1][0], history.array("weight_grad_norm")[1][0]
+    for column, name in enumerate(["Ws.0", "Ws.1"]):
+        assert signal[column] == pytest.approx(keep[name].grad.norm().item(), rel=1e-5)
+        params = history.layers[column].params
+        assert weight_grad[column] == pytest.approx(
+            math.sqrt(sum(grads[p].pow(2).sum() for p in params)), rel=1e-5
+        )
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_lsuv_on_op_layers_centres_each_unit_and_gives_unit_variance(left: bool) -> None:
+    torch.manual_seed(11)
+
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.W = nn.Parameter(torch.randn(16, 24) * 3)
+            self.b = nn.Parameter(torch.randn(24))
+
+        def forward(self, x: Tensor) -> Tensor:  # rows as samples (x @ W + b) or columns (W.T @ x.T + b)
+            return (self.W.T @ x.T + self.b[:, None]).T if left else x @ self.W + self.b
+
+    from gradmedic.op_layers import discover_on
+    from gradmedic.remedies.lsuv import rescale_op_layers
+
+    model, x = Bare(), torch.rand(512, 16)  # inputs averaging 0.5, as after a sigmoid
+    changes = rescale_op_layers(model, x, discover_on(model, x).layers, center=True)
+    assert [c.action for c in changes] == ["lsuv: each unit centred, scaled to unit output variance"]
+    with torch.no_grad():
+        out = model(x)
+    assert out.mean(dim=0).abs().max() < 1e-4
+    assert out.var().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_a_conv1d_style_module_returning_a_view_of_its_addmm_stays_one_module_layer() -> None:
+    class Conv1D(nn.Module):  # as GPT-2 in transformers writes its projections
+        def __init__(self, nf: int, nx: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+            self.bias = nn.Parameter(torch.zeros(nf))
+
+        def forward(self, x: Tensor) -> Tensor:
+            out = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+            return out.view(*x.shape[:-1], -1)
+
+    model = nn.Sequential(Conv1D(8, 4), nn.Tanh(), Conv1D(2, 8))
+    history = monitored(model, torch.randn(3, 5, 4).reshape(15, 4))
+    assert [layer.name for layer in history.layers] == ["0", "1", "2"]
+
+
+def test_a_forward_that_fails_at_the_first_call_leaves_no_hook_and_no_mode() -> None:
+    model = Exploding()
+    model.fail_forward = True
+    with pytest.raises(RuntimeError, match="boom in forward"), gradmedic.watch(model):
+        model(torch.randn(2, 3))
+    assert no_mode_left() and count_module_hooks(model) == 0
+    model.fail_forward = False
+    with gradmedic.watch(model, **ALL_STATS) as monitor:  # and it works once the forward does
+        model(torch.randn(2, 3)).sum().backward()
+        monitor.step()
+    assert [layer.name for layer in monitor.history.layers] == ["W"]
+
+
+def test_non_finite_values_are_traced_to_the_first_op_layer_where_they_appear() -> None:
+    model = MatmulMLP((4, 8, 8, 2))
+    with torch.no_grad():
+        model.W1.fill_(1e38)  # the second layer overflows
+    history = monitored(model, torch.randn(5, 4))
+    firsts = {event.metric: event.layer for event in history.non_finite}
+    assert firsts["act_mean"] == "W1"

@@ -231,3 +231,14 @@ def test_treat_keeps_no_change_that_lowers_the_score_even_when_the_verdict_turns
     assert not _better(Report([], 0.43, "checkup"), sick)  # healthy now, but scored lower: undone
     assert _better(Report([], 0.9, "checkup"), sick) and _better(Report([], 0.95, "checkup"), sick)
     assert not _better(Report(sick.findings, 0.9, "checkup"), sick)  # nothing gained
+
+
+def test_a_gradmedic_error_raised_during_forward_comes_out_as_it_is():
+    model = _mlp()
+
+    def hook(module, args, output):
+        raise ConfigError("a size the hook refuses")  # shape words, yet not about the inputs
+
+    model[0].register_forward_hook(hook)
+    with pytest.raises(ConfigError, match="a size the hook refuses"):
+        gradmedic.checkup(model, torch.randn(8, 4))

@@ -127,8 +127,11 @@ def _locked(tmp_path: Path) -> Path:
         (["checkup", "{target}", "--markdown", "{tmp}/no/such/report.md"], "does not exist"),
         (["checkup", "{target}", "--json", "{tmp}"], "is a folder"),
         (["treat", "{target}", "--out", "{file}/treated"], "cannot create the folder"),
-        (["treat", "{target}", "--allow", ""], "unknown remedy family ''"),
-        (["treat", "{target}", "--allow", "init,bogus"], "unknown remedy family 'bogus'"),
+        (["treat", "{target}", "--allow", "", "--out", "{tmp}/treated"], "unknown remedy family ''"),
+        (
+            ["treat", "{target}", "--allow", "init,bogus", "--out", "{tmp}/treated"],
+            "unknown remedy family 'bogus'",
+        ),
         (["report", "{tmp}/missing.jsonl"], "no such file"),
         (["report", "{tmp}"], "no such file"),
         (["report", "{header_only}"], "holds no recorded step"),
@@ -150,6 +153,7 @@ def test_every_subcommand_refuses_a_mistake_on_one_line_with_exit_2(targets, tmp
     fill = {"target": f"{targets}:healthy", "file": str(_locked(tmp_path)), "tmp": str(tmp_path), **runs}
     status, out, err = _run(capsys, *[arg.format(**fill) for arg in args])
     _assert_one_line_exit_2(status, out, err, says)
+    assert not (tmp_path / "treated").exists()  # nothing written for a refused command
 
 
 def _runs(tmp_path: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ OSError).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,36 @@ def test_a_malformed_report_is_a_config_error(mangle, says):
     text = mangle(_report_text())
     with pytest.raises(ConfigError, match=says):
         Report.from_json(text)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("step,series,value\n0,loss,2.0\n1,loss\n", "line 3: not a CSVSink row"),
+        ("step,series,value\n0,loss,2.0\nx,loss,1.0\n", "line 3: not a CSVSink row"),
+        ("a,b\n1,2\n", "line 2: not a CSVSink row step,series,value (the column 'step' is missing)"),
+    ],
+    ids=["a short row", "a step that is no number", "another CSV"],
+)
+def test_read_csv_of_a_damaged_file_names_the_line(tmp_path, content, says):
+    from gradmedic.sinks import read_csv
+
+    path = tmp_path / "series.csv"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(f"{path}, {says}")):
+        read_csv(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_csv(tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    "damage", ["{not json", '{"status": "ok"}', "[]"], ids=["not json", "no spec", "a list"]
+)
+def test_a_damaged_lab_result_is_named_with_what_to_do(tmp_path, damage):
+    from gradmedic.lab.store import load_results
+
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / "0123456789abcdef.json").write_text(damage)
+    with pytest.raises(ConfigError, match=r"0123456789abcdef\.json: a damaged lab result .*delete it"):
+        load_results(tmp_path)

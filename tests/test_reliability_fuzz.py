@@ -244,7 +244,9 @@ def test_random_architecture(seed: int) -> None:
     with torch.no_grad():
         shapes = tuple(copy.deepcopy(model).eval()(net.x).shape)
     before = _state(model)
-    _gradmedic_only(net, "checkup", lambda: gradmedic.checkup(model, net.x, net.y))
+    report = _gradmedic_only(net, "checkup", lambda: gradmedic.checkup(model, net.x, net.y))
+    if isinstance(report, gradmedic.Report):
+        assert (report.score >= 0.5) == report.healthy, f"{net.description}: {report.score} {report.kinds}"
     assert _hooks(model) == 0 and _same_state(before, _state(model)), f"checkup changed {net.description}"
     treatment = _gradmedic_only(
         net, "treat", lambda: gradmedic.treat(model, net.x, net.y, suggest_lr=False, max_rounds=3)
@@ -256,3 +258,13 @@ def test_random_architecture(seed: int) -> None:
         with torch.no_grad():
             assert tuple(treated(net.x).shape) == shapes, net.description
         assert _hooks(treated) == 0, net.description
+
+
+@pytest.mark.parametrize("seed", [7, 57])  # the nets where the raw estimate and the verdict disagree
+def test_the_score_agrees_with_the_verdict_where_the_raw_estimate_does_not(seed: int) -> None:
+    net = random_net(seed)
+    report = gradmedic.checkup(net.model, net.x, net.y)
+    assert (report.raw_score >= 0.5) != report.healthy, "no longer a net of disagreement: pick another"
+    assert (report.score >= 0.5) == report.healthy
+    assert report.score == (0.5 if report.healthy else 0.49)
+    assert gradmedic.Report.from_json(report.to_json()).raw_score == pytest.approx(report.raw_score)

@@ -58,7 +58,9 @@ def test_init_alone_heals_a_60_layer_tanh_mlp_and_keeps_the_architecture() -> No
     assert treatment.model is not patient.model
     assert same_state(state(patient.model), original)  # the original is untouched
     assert not same_state(state(treatment.model), original)
-    assert treatment.rounds == [f"init: score {treatment.before.score:.2f} -> {treatment.after.score:.2f}"]
+    assert treatment.rounds == [
+        f"init: score {treatment.before.progress_score:.2f} -> {treatment.after.progress_score:.2f}"
+    ]
 
 
 def test_all_families_heal_a_20_layer_sigmoid_mlp() -> None:
@@ -84,7 +86,9 @@ def test_init_alone_heals_a_20_layer_sigmoid_mlp_and_keeps_its_sigmoids() -> Non
     shape = architecture(patient.model)
     treatment = run(patient)
     assert not treatment.before.healthy and treatment.after.healthy, treatment.after.render()
-    assert treatment.rounds == [f"init: score {treatment.before.score:.2f} -> {treatment.after.score:.2f}"]
+    assert treatment.rounds == [
+        f"init: score {treatment.before.progress_score:.2f} -> {treatment.after.progress_score:.2f}"
+    ]
     assert architecture(treatment.model) == shape
     assert sum("each unit centred" in c.action for c in treatment.applied) == 20
 

@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import zoo  # noqa: E402
 from zoo import core, training  # noqa: E402
+from zoo.relabelled import RELABELLED  # noqa: E402
 
 SCRIPT = BENCHMARKS / "zoo.py"
 
@@ -47,6 +48,9 @@ def test_every_case_has_a_committed_label_from_training() -> None:
     for case_id, entry in labels.items():
         assert "error" not in entry, (case_id, entry)
         assert 0.0 <= entry["reported"]["best"] <= 1.0, case_id
+    relabelled = {i for i, entry in labels.items() if not entry["confirmed"] and not zoo.BY_ID[i].healthy}
+    assert relabelled == set(RELABELLED), "each relabelled report says why, and only those"
+    assert all(entry["confirmed"] for i, entry in labels.items() if zoo.BY_ID[i].healthy)
 
 
 def test_constant_baseline_is_the_loss_of_the_best_constant_prediction() -> None:
@@ -82,7 +86,9 @@ def test_checkup_flags_these_reported_failures(case_id: str, kind: str) -> None:
     assert kind in report.kinds
 
 
-@pytest.mark.parametrize("case_id", ["hf_bert_tiny", "hf_gpt2_tiny", "examples_mnist_cnn", "examples_vae"])
+@pytest.mark.parametrize(
+    "case_id", ["hf_bert_tiny", "hf_gpt2_tiny", "examples_mnist_cnn", "examples_mnist_rnn"]
+)
 def test_checkup_stays_quiet_on_these_healthy_models(case_id: str) -> None:
     assert checkup_of(case_id).healthy
 
@@ -100,11 +106,13 @@ def test_zoo_script_prints_a_line_per_case_and_the_per_class_table(tmp_path: Pat
     out = tmp_path / "zoo.json"
     done = run_script("--cases", "relu_constant_kernels,examples_mnist_cnn", "--json", str(out))
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith(("relu_constant", "examples_mnist"))]
+    lines = [
+        line for line in done.stdout.splitlines() if line.startswith(("relu_constant", "examples_mnist"))
+    ]
     assert len(lines) == 2 and "FLAG" in lines[0] and "ok" in lines[1]
     record = json.loads(out.read_text(encoding="utf-8"))
     assert record["rows"]["relu_constant_kernels"]["checkup"]["flagged"] is True
-    assert record["summary"]["recall"]["dying"]["checkup"] == "1/1"
+    assert record["summary"]["recall"]["dying"]["checkup"] == "1/1 (right kind 1)"
 
 
 def test_zoo_script_refuses_an_unknown_case_in_one_line() -> None:

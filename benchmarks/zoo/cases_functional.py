@@ -133,8 +133,9 @@ CASES = [
     Case(
         id="bare_rnn_scratch_no_clipping",
         source="https://github.com/patrickwrowe/deep-learning-notebooks",
-        symptom="d2l's RNN from scratch (bare W_xh, W_hh, sigma 0.01, tanh) trained at rate 1; the book "
-        "clips gradients because without it they explode",
+        symptom="the notebook re-creates d2l.ai's RNN from scratch (bare W_xh, W_hh, sigma 0.01, tanh); "
+        "d2l's chapter trains it with gradient clipping because its gradients can explode (the "
+        "notebook page itself shows the model, not a failing run)",
         fix="clip the gradient norm to 1",
         kind="exploding",
         family="functional",

@@ -223,9 +223,10 @@ def run_treat(args: argparse.Namespace) -> int:
     from .targets import load_target
 
     allow = [name.strip() for name in args.allow.split(",")] if args.allow is not None else None
-    out = _writable_folder(args.out)
+    _creatable_folder(args.out)
     target = load_target(args.target)
     treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow)
+    out = _writable_folder(args.out)
     torch.save(treatment.model.state_dict(), out / "model.pt")
     (out / "changes.json").write_text(json.dumps([c.to_dict() for c in treatment.changes], indent=2) + "\n")
     treatment.before.to_json(out / "before.json")
@@ -270,6 +271,16 @@ def _writable_file(path: str | None) -> None:
         raise ConfigError(f"cannot write {path}: the folder {target.parent} does not exist")
     if not _can_write(target if target.exists() else target.parent):
         raise ConfigError(f"cannot write {path}: permission denied")
+
+
+def _creatable_folder(path: str) -> None:
+    """Refuse, before any work, an output folder that could not be created or written into."""
+    folder = Path(path).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot create the folder {path}: {existing} is a file")
+    if not _can_write(existing):
+        raise ConfigError(f"cannot write into the folder {path}: permission denied on {existing}")
 
 
 def _writable_folder(path: str) -> Path:

@@ -520,8 +520,9 @@ class Monitor:
         if not self._attached or not torch.is_grad_enabled() or self._probe is not None:
             return
         if not self._ops_found:
+            found = self._discover(model, args, kwargs)
             self._ops_found = True
-            self._add_op_layers(model, self._discover(model, args, kwargs))
+            self._add_op_layers(model, found)
         if self._op_weights and (self._signal_on or self._acts_on or self._time_on):
             self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
             self._probe.__enter__()

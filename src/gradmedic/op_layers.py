@@ -60,6 +60,23 @@ OP_TYPES: dict[str, str] = {
     "embedding": "embedding", "__getitem__": "embedding",
 }  # fmt: skip
 
+
+def op_type(func_name: str, args: tuple[Any, ...]) -> str | None:
+    """The layer type of a call (``"matmul"``...), or None if it is not a parameterised op.
+    Indexing counts only as an embedding lookup (``C[x]`` with integer ``x``), not ``b[:, None]``.
+
+    Example:
+        >>> C, x = torch.zeros(5, 2), torch.tensor([1, 3])
+        >>> op_type("__getitem__", (C, x)), op_type("__getitem__", (C, 0)), op_type("mm", (C, C))
+        ('embedding', None, 'matmul')
+    """
+    if func_name == "__getitem__":
+        index = args[1] if len(args) > 1 else None
+        integer = isinstance(index, Tensor) and not index.is_floating_point() and index.dtype != torch.bool
+        return "embedding" if integer else None
+    return OP_TYPES.get(func_name)
+
+
 #: Op types whose weight is a linear map (their init can be judged and changed).
 WEIGHT_OP_TYPES = frozenset({"matmul", "linear", "addmm", "bmm", "conv1d", "conv2d", "conv3d"})
 
@@ -114,8 +131,9 @@ class FunctionModel(nn.Module):
     """A plain function and the leaf tensors it computes with, held by reference, as a model.
 
     ``FunctionModel(fn, {"W1": W1, "W2": W2})`` is what ``checkup(fn, x, y, params=...)`` builds;
-    wrap a function this way to ``watch`` it. The tensors are not copied or registered as
-    parameters: gradients go to them as before.
+    wrap a function this way to ``watch`` it (and call the model, not the function). The tensors
+    are not copied or registered as parameters: gradients go to them as before. A list of tensors
+    (``[C, W1, b1, ...]``) is named ``params.0``, ``params.1``...
 
     Example:
         >>> W = torch.randn(3, 2, requires_grad=True)
@@ -124,8 +142,16 @@ class FunctionModel(nn.Module):
         (torch.Size([1, 2]), True)
     """
 
-    def __init__(self, fn: Callable[..., Any], leaves: dict[str, Tensor]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], leaves: dict[str, Tensor] | list[Tensor] | tuple[Tensor, ...]
+    ) -> None:
         super().__init__()
+        if isinstance(leaves, (list, tuple)):
+            leaves = {f"params.{i}": tensor for i, tensor in enumerate(leaves)}
+        if not isinstance(leaves, dict):
+            raise ConfigError(
+                f"params must be a dict of name -> tensor (or a list of tensors), got {type(leaves).__name__}"
+            )
         if not callable(fn):
             raise ConfigError(f"expected a model or a function, got {type(fn).__name__}")
         for name, tensor in leaves.items():
@@ -145,11 +171,19 @@ class FunctionModel(nn.Module):
 def is_torch_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a layer of torch itself (its parameters are measured by module hooks).
 
-    ``nn.ParameterList`` and ``nn.ParameterDict`` hold bare weights: they are not layers.
+    A subclass of one (``class MyLinear(nn.Linear)``) is one too; ``nn.ParameterList`` and
+    ``nn.ParameterDict`` hold bare weights: they are not layers.
+
+    Example:
+        >>> class Scaled(nn.Linear): ...
+        >>> is_torch_layer(Scaled(2, 2)), is_torch_layer(nn.ParameterList())
+        (True, False)
     """
     if isinstance(module, (nn.ParameterList, nn.ParameterDict)):
         return False
-    return type(module).__module__.startswith("torch.")
+    return any(
+        cls.__module__.startswith("torch.") and cls is not nn.Module for cls in type(module).__mro__[:-1]
+    )
 
 
 def candidate_leaves(model: nn.Module) -> dict[int, Leaf]:
@@ -168,10 +202,21 @@ def candidate_leaves(model: nn.Module) -> dict[int, Leaf]:
         for name, param in module.named_parameters(recurse=False):
             found[id(param)] = Leaf(prefix + name, param, module_name, True)
         attributes = module.leaves if isinstance(module, FunctionModel) else vars(module)
-        for name, value in attributes.items():
-            if _is_grad_leaf(value) and not isinstance(value, nn.Parameter):
+        for name, value in _tensor_attributes(attributes):
+            if _is_grad_leaf(value) and not isinstance(value, nn.Parameter) and id(value) not in found:
                 found[id(value)] = Leaf(prefix + name, value, module_name, False)
     return found
+
+
+def _tensor_attributes(attributes: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Attributes, and the items of lists, tuples and dicts among them (``Ws.0``, ``Ws.1``)."""
+    for name, value in attributes.items():
+        if isinstance(value, (list, tuple)):
+            yield from ((f"{name}.{i}", item) for i, item in enumerate(value))
+        elif isinstance(value, dict) and not name.startswith("_"):
+            yield from ((f"{name}.{key}", item) for key, item in value.items())
+        else:
+            yield name, value
 
 
 def extra_leaves(model: nn.Module) -> list[Tensor]:
@@ -191,6 +236,11 @@ def operands(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[tuple[in
             if isinstance(item, Tensor):
                 yield position, item
             position += 1
+
+
+def _only(args: tuple[Any, ...], kwargs: dict[str, Any], known: Any) -> bool:
+    """Whether every tensor a call takes is one of the ``known`` weights (by ``id``) or a view of one."""
+    return all(id(leaf_of(tensor)) in known for _, tensor in operands(args, kwargs))
 
 
 def leaf_of(tensor: Tensor) -> Tensor:
@@ -228,6 +278,7 @@ class Recorder(TorchFunctionMode):
         self.outputs: dict[int, list[Tensor]] = {}
         self.notes: list[str] = []
         self._last: tuple[int, Tensor] | None = None
+        self._recent: tuple[int, Tensor] | None = None
         self._claimed: set[int] = set()
         self._nodes: dict[int, Any] = {}
 
@@ -237,16 +288,21 @@ class Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
+        op = op_type(name, args)
+        if self._last is not None and op is None and _only(args, kwargs, self._leaves):
+            return result  # a view of a weight (``b[:, None]``) between the op and its bias add
         last, self._last = self._last, None
         if last is not None and name in BIAS_ADDS and isinstance(result, Tensor):
             self._claim_bias(last, args, result)
-        op = OP_TYPES.get(name)
+        elif name in BIAS_ADDS and self._recent is not None:  # x @ W_x + h @ W_h + b: b is W_h's
+            self._claim_loose(args)
         if op is not None and isinstance(result, Tensor) and result.requires_grad:
-            self._record(name, args, kwargs, result)
+            self._record(name, op, args, kwargs, result)
         return result
 
-    def _record(self, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Tensor) -> None:
-        op = OP_TYPES[func_name]
+    def _record(
+        self, func_name: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Tensor
+    ) -> None:
         found = [(i, t, self._leaves.get(id(leaf_of(t)))) for i, t in operands(args, kwargs)]
         if op == "embedding" and found:  # C[x] indexes its first operand; F.embedding(x, C) its second
             found = found[:1] if found[0][2] is not None else found[1:2]
@@ -254,15 +310,16 @@ class Recorder(TorchFunctionMode):
         if not known:
             self._note_unknown(op, found)
             return
-        position, operand, weight = known[0]
+        matrices = [item for item in known if item[1].dim() >= 2]  # addmm(b, x, W): W, not b
+        position, operand, weight = (matrices or known)[0]
         key = id(weight.tensor)
         if key not in self.layers:
             self.layers[key] = OpLayer(
                 weight.name, op, weight.owner, [weight.name], fan_in(func_name, position, operand)
             )
             self._claimed.add(key)
-        for _, _, other in known[1:]:  # F.linear's bias, addmm's added term
-            if id(other.tensor) not in self._claimed:
+        for _, _, other in known:  # F.linear's bias, addmm's added term
+            if other is not weight and id(other.tensor) not in self._claimed:
                 self._claimed.add(id(other.tensor))
                 self.layers[key].leaves.append(other.name)
         layer = self.layers[key]
@@ -272,20 +329,29 @@ class Recorder(TorchFunctionMode):
             layer.recurrent = reaches(inputs, self._nodes[key])
         self._nodes[key] = result.grad_fn
         self.outputs.setdefault(key, []).append(result)
-        self._last = (key, result)
+        self._last = self._recent = (key, result)
 
     def _claim_bias(self, last: tuple[int, Tensor], args: tuple[Any, ...], result: Tensor) -> None:
         key, output = last
         others = [a for a in args[:2] if a is not output]
         if len(others) != 1 or not any(a is output for a in args[:2]) or not isinstance(others[0], Tensor):
             return
-        bias = self._leaves.get(id(others[0]))
+        bias = self._leaves.get(id(leaf_of(others[0])))
         layer = self.layers[key]
         if bias is not None and id(bias.tensor) not in self._claimed:
             self._claimed.add(id(bias.tensor))
             layer.leaves.append(bias.name)
         if bias is not None and bias.name in layer.leaves[1:]:
             self.outputs[key][-1] = result
+
+    def _claim_loose(self, args: tuple[Any, ...]) -> None:
+        """A weight added to something else than an op's output belongs to the op called last."""
+        assert self._recent is not None
+        for value in args[:2]:
+            leaf = self._leaves.get(id(leaf_of(value))) if isinstance(value, Tensor) else None
+            if leaf is not None and id(leaf.tensor) not in self._claimed:
+                self._claimed.add(id(leaf.tensor))
+                self.layers[self._recent[0]].leaves.append(leaf.name)
 
     def _note_unknown(self, op: str, found: list[tuple[int, Tensor, Leaf | None]]) -> None:
         for _, tensor, _ in found:
@@ -340,7 +406,7 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             hook = _output_keeper(owner, module_outputs)
             hooks.add(modules[owner].register_forward_hook(hook))
         with Recorder(leaves) as recorder:
-            model(*args, **kwargs)
+            _unwrapped(model)(*args, **kwargs)
     return _decide(recorder, leaves, module_outputs)
 
 
@@ -375,6 +441,15 @@ def as_out_in(weight: Tensor, op: OpLayer) -> Tensor | None:
     return weight.T if weight.dim() == 2 and weight.shape[0] == op.fan_in else None
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module a DataParallel/DDP wrapper runs (its own forward would wait for a backward pass)."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        inner = model.module
+        assert isinstance(inner, nn.Module)
+        return inner
+    return model
+
+
 def _output_keeper(name: str, outputs: dict[str, object]) -> Callable[[nn.Module, object, object], None]:
     def keep(module: nn.Module, args: object, output: object) -> None:
         outputs.setdefault(name, output)
@@ -393,12 +468,17 @@ def _decide(recorder: Recorder, leaves: dict[int, Leaf], module_outputs: dict[st
         layer = recorder.layers[keys[0]]
         outputs = recorder.outputs[keys[0]]
         whole = len(keys) == 1 and set(layer.leaves) == owned[owner] and len(outputs) == 1
-        if not (whole and owner != "" and module_outputs.get(owner) is outputs[0]):
+        if not (whole and owner != "" and _same_values(module_outputs.get(owner), outputs[0])):
             found.split.append(owner)
     found.layers = [layer for layer in recorder.layers.values() if layer.owner in found.split]
     for key, layer in recorder.layers.items():
         layer.calls = len(recorder.outputs[key])
     return found
+
+
+def _same_values(output: object, op_output: Tensor) -> bool:
+    """Whether a module's output is its op's output, or a view of it (``addmm(...).view(...)``)."""
+    return isinstance(output, Tensor) and (output is op_output or output._base is op_output)
 
 
 @contextlib.contextmanager
@@ -432,6 +512,7 @@ class OpProbe(TorchFunctionMode):
         super().__init__()
         self._weights = weights
         self._biases = biases
+        self._known = {*weights, *biases}
         self._report = report
         self._pending: tuple[int, Tensor] | None = None
 
@@ -440,15 +521,15 @@ class OpProbe(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
+        op = op_type(name, args)
         pending = self._pending
-        if pending is not None and not (name in BIAS_ADDS and self._is_bias_add(pending, args)):
-            self.finish()
-            pending = None
+        bias_add = pending is not None and name in BIAS_ADDS and self._is_bias_add(pending, args)
+        if pending is not None and not bias_add and (op is not None or not _only(args, kwargs, self._known)):
+            self.finish()  # before the call: an in-place op on the output cannot change what is measured
         result = func(*args, **kwargs)
-        if pending is not None:  # the bias add: the layer's output is the sum
+        if bias_add and pending is not None:  # the layer's output is the sum
             self._pending = (pending[0], result) if isinstance(result, Tensor) else pending
             self.finish()
-        op = OP_TYPES.get(name)
         if op is not None and isinstance(result, Tensor) and result.requires_grad:
             index = self._layer_of(op, args, kwargs)
             if index is not None:
@@ -468,7 +549,7 @@ class OpProbe(TorchFunctionMode):
         if len(pair) != 2 or not any(a is output for a in pair):
             return False
         other = pair[1] if pair[0] is output else pair[0]
-        return isinstance(other, Tensor) and self._biases.get(id(other)) == index
+        return isinstance(other, Tensor) and self._biases.get(id(leaf_of(other))) == index
 
     def finish(self) -> None:
         """Report the op output waiting for the next call."""

@@ -389,12 +389,31 @@ def read_csv(path: str | Path) -> dict[str, tuple[list[int], list[float]]]:
         {'loss': ([0, 1], [2.0, 1.5])}
     """
     series: dict[str, tuple[list[int], list[float]]] = {}
-    with Path(path).open(encoding="utf-8", newline="") as lines:
-        for row in csv.DictReader(lines):
-            steps, values = series.setdefault(row["series"], ([], []))
-            steps.append(int(row["step"]))
-            values.append(float(row["value"]))
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as lines:
+            reader = csv.DictReader(lines)
+            for row in reader:
+                _read_csv_row(series, row, path, reader.line_num)
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
     return series
+
+
+def _read_csv_row(
+    series: dict[str, tuple[list[int], list[float]]], row: dict[str, str], path: str | Path, line: int
+) -> None:
+    """Add one ``step,series,value`` row, or raise a ConfigError naming the file and the line."""
+    try:
+        step, value = int(row["step"]), float(row["value"])
+        name = row["series"]
+    except (KeyError, TypeError, ValueError) as error:
+        what = f"the column {error.args[0]!r} is missing" if isinstance(error, KeyError) else str(error)
+        raise ConfigError(
+            f"{path}, line {line}: not a CSVSink row step,series,value ({what}); write it with CSVSink"
+        ) from None
+    steps, values = series.setdefault(name, ([], []))
+    steps.append(step)
+    values.append(value)
 
 
 __all__ = [

@@ -40,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from . import stats
 from .hooks import HookSet
 from .layers import find_layers
-from .op_layers import OP_TYPES, candidate_leaves, leaf_of, operands
+from .op_layers import candidate_leaves, leaf_of, op_type, operands
 
 #: Activation function names (as ``func.__name__`` of torch / F / Tensor methods) and a module
 #: standing for each, used for its saturation band and whether its units can die.
@@ -111,7 +111,7 @@ class ActivationTracer(TorchFunctionMode):
         self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
         result = func(*args, **(kwargs or {}))
-        if self._weights and getattr(func, "__name__", "") in OP_TYPES:
+        if self._weights and op_type(getattr(func, "__name__", ""), args) is not None:
             weight = next(
                 (w for _, t in operands(args, kwargs or {}) if (w := self._weights.get(id(leaf_of(t))))), None
             )

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import stats
-from ..errors import ConfigError, ModelError, UnsupportedError, from_user_code
+from ..errors import ConfigError, GradmedicError, ModelError, UnsupportedError, from_user_code
 from ..history import History
 from ..hooks import HookSet
 from ..layers import require_module
@@ -30,7 +30,7 @@ from ..monitor import Monitor
 from ..op_layers import FunctionModel, extra_leaves
 from ..tracing import ActivationTracer
 from .evidence import Evidence, evidence_from_history
-from .findings import LayerSummary, Report
+from .findings import LayerSummary, Report, Severity, agreeing_score
 from .rules import health_score, run_rules
 
 SURROGATE_NOTE = (
@@ -46,7 +46,7 @@ def checkup(
     inputs: Any,
     targets: Tensor | None = None,
     loss_fn: LossFn | None = None,
-    params: dict[str, Tensor] | None = None,
+    params: dict[str, Tensor] | list[Tensor] | None = None,
 ) -> Report:
     """Diagnose ``model`` from one forward/backward pass on ``inputs``; no optimizer step.
 
@@ -58,7 +58,8 @@ def checkup(
             cross-entropy, with float targets mean squared error.
         loss_fn: optional ``loss_fn(output, targets)`` (or ``loss_fn(output)`` without targets).
         params: for a plain function, its weights by name (``{"W1": W1, "W2": W2}``): the layers
-            are the ops that use them (see :mod:`gradmedic.op_layers`), named by these keys.
+            are the ops that use them (see :mod:`gradmedic.op_layers`), named by these keys (a
+            list of tensors, as tutorials keep them, is named ``params.0``, ``params.1``...).
 
     The model is left exactly as found: parameters, ``.grad`` fields, train/eval mode of every
     module, buffers (BatchNorm running statistics) and the RNG state. The pass runs in train mode.
@@ -126,7 +127,10 @@ def build_report(evidence: Evidence, notes: list[str] | None = None) -> Report:
         )
         for layer in evidence.layers
     ]
-    return Report(run_rules(evidence), health_score(evidence), evidence.source, list(notes or []), layers)
+    findings, raw = run_rules(evidence), health_score(evidence)
+    healthy = all(finding.severity < Severity.WARNING for finding in findings)
+    score = agreeing_score(raw, healthy)
+    return Report(findings, score, evidence.source, list(notes or []), layers, raw_score=raw)
 
 
 def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
@@ -190,6 +194,8 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     refuse_signature(model, args, kwargs)
     try:
         return model(*args, **kwargs)
+    except GradmedicError:  # raised by gradmedic's own hooks (e.g. a compiled model): as it is
+        raise
     except Exception as error:
         if not _about_shapes(error):
             raise from_user_code(error, f"{type(model).__name__}.forward") from None

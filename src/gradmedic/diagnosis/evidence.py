@@ -165,6 +165,8 @@ def weight_gain(module: nn.Module) -> float:
     weight = getattr(module, "weight", None)
     if not isinstance(module, WEIGHT_TYPES) or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
         return math.nan
+    if weight.numel() < 2:  # one weight has no spread to measure (torch.std would warn and give NaN)
+        return math.nan
     fan_in = weight[0].numel()
     return float(weight.detach().float().std()) * math.sqrt(fan_in)
 

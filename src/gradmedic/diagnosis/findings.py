@@ -7,7 +7,7 @@ JSON schema of a report (``Report.to_json``)::
     {
       "format": "gradmedic.report", "version": 1,
       "source": "checkup" | "monitor",
-      "score": float in [0, 1], "healthy": bool,
+      "score": float in [0, 1], "healthy": bool, "raw_score": float | null,
       "notes": [str, ...],
       "layers": [{"name", "type", "signal_rms", "weight_grad_norm", "activation",
                   "saturated", "dead"}, ...],          # parametrised layers, forward order
@@ -105,6 +105,27 @@ class Finding:
         )
 
 
+#: The highest score of a report that is not healthy (a healthy one scores at least 0.5).
+UNHEALTHY_MAX = 0.49
+
+
+def agreeing_score(raw: float, healthy: bool) -> float:
+    """The health score made to agree with the verdict: ``max(raw, 0.5)`` when healthy,
+    ``min(raw, UNHEALTHY_MAX)`` when not, so that ``score >= 0.5`` exactly when healthy.
+
+    The raw estimate multiplies symptom factors and the verdict comes from the rules' findings;
+    where they disagree (a healthy verdict over a low estimate, a warning over a high one) the
+    verdict wins and the score stops at the boundary; where they agree it is left as it is.
+
+    Example:
+        >>> agreeing_score(0.43, True), agreeing_score(0.996, False), agreeing_score(0.8, True)
+        (0.5, 0.49, 0.8)
+    """
+    if math.isnan(raw):
+        return raw
+    return max(raw, 0.5) if healthy else min(raw, UNHEALTHY_MAX)
+
+
 def _severity(name: str) -> Severity:
     """A severity by its name in a saved report (``"warning"``); ValueError for another name."""
     try:
@@ -148,10 +169,14 @@ class Report:
 
     Attributes:
         findings: the problems found, most severe first.
-        score: health score in [0, 1]: how likely the model is to train as it is.
+        score: health score in [0, 1]: how likely the model is to train as it is, made to agree
+            with the verdict (see :func:`agreeing_score`): at least 0.5 when healthy, at most
+            0.49 when not.
         source: ``"checkup"`` (one forward/backward pass) or ``"monitor"`` (a training run).
         notes: how the numbers were obtained (e.g. the surrogate loss used).
         layers: the per-layer numbers the findings refer to, in forward order.
+        raw_score: the estimate before it was made to agree with the verdict (what ``treat``
+            compares and the lab calibrates); NaN when not known.
     """
 
     findings: list[Finding]
@@ -159,6 +184,12 @@ class Report:
     source: str
     notes: list[str] = field(default_factory=list)
     layers: list[LayerSummary] = field(default_factory=list)
+    raw_score: float = math.nan
+
+    @property
+    def progress_score(self) -> float:
+        """``raw_score`` when known, else ``score``: the number a treatment's progress is judged by."""
+        return self.raw_score if math.isfinite(self.raw_score) else self.score
 
     @property
     def healthy(self) -> bool:
@@ -181,6 +212,7 @@ class Report:
             "source": self.source,
             "score": self.score,
             "healthy": self.healthy,
+            "raw_score": _finite_or_none(self.raw_score),
             "notes": self.notes,
             "layers": [
                 {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(layer).items()}
@@ -232,6 +264,7 @@ class Report:
                 source=str(data["source"]),
                 notes=list(data.get("notes", [])),
                 layers=[LayerSummary.from_dict(item) for item in data.get("layers", [])],
+                raw_score=math.nan if data.get("raw_score") is None else float(data["raw_score"]),
             )
         except KeyError as error:
             raise ConfigError(f"a damaged gradmedic report: the field {error.args[0]!r} is missing") from None

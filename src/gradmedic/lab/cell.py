@@ -121,8 +121,9 @@ def measure(spec: CellSpec, result: CellResult) -> None:
 
 
 def record_checkup(result: CellResult, report: Report) -> None:
-    """The checkup's score, verdict, finding kinds and per-layer backprop signal."""
-    result.score, result.healthy = float(report.score), bool(report.healthy)
+    """The checkup's raw score (the estimate the lab calibrates, before it is made to agree with
+    the verdict), verdict, finding kinds and per-layer backprop signal."""
+    result.score, result.healthy = float(report.progress_score), bool(report.healthy)
     result.findings = list(report.kinds)
     result.layer_names = [layer.name for layer in report.layers]
     result.signal = [float(layer.signal_rms) for layer in report.layers]

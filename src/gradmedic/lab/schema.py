@@ -137,7 +137,7 @@ class CellResult:
         spec: the cell.
         status: ``"ok"`` or ``"error"``.
         error: the error's type, message and the end of its traceback, or None.
-        score: the checkup's health score at initialization, in [0, 1].
+        score: the checkup's raw health score at initialization, in [0, 1] (``Report.raw_score``).
         healthy: the checkup's verdict at initialization.
         findings: kinds of the checkup's findings.
         layer_names: the parametrised layers in forward order.

@@ -28,6 +28,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import ConfigError
 from .schema import CellResult, CellSpec, versions
 
 
@@ -66,10 +67,26 @@ class ResultStore:
         results = []
         now = versions()
         for path in sorted(self.cells.glob("*.json")):
-            result = CellResult.from_dict(json.loads(path.read_text()))
+            result = _read_result(path)
             if not current_only or result.versions == now:
                 results.append(result)
         return sorted(results, key=lambda r: (r.spec.study, r.spec.variant, r.spec.x or 0.0, r.spec.seed))
+
+
+def _read_result(path: Path) -> CellResult:
+    """One saved cell, or a ConfigError naming the file and what is wrong with it."""
+    try:
+        return CellResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as error:
+        what = f"not JSON at line {error.lineno}, column {error.colno} ({error.msg})"
+    except KeyError as error:
+        what = f"the field {error.args[0]!r} is missing"
+    except (TypeError, ValueError, AttributeError, UnicodeDecodeError) as error:
+        what = f"{type(error).__name__}: {error}"
+    raise ConfigError(
+        f"{path}: a damaged lab result ({what}); delete it and run the same lab command again to "
+        "recompute that cell"
+    )
 
 
 def load_results(out: str | os.PathLike[str]) -> list[CellResult]:

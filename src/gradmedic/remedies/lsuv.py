@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
-from ..op_layers import OP_TYPES, OpLayer, leaf_of, leaf_tensors, operands
+from ..op_layers import OpLayer, leaf_of, leaf_tensors, op_type, operands
 from .changes import Change
 
 CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
@@ -189,21 +189,26 @@ class _OpCalibrator(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        if OP_TYPES.get(getattr(func, "__name__", "")) is None or not isinstance(result, Tensor):
+        if op_type(getattr(func, "__name__", ""), args) is None or not isinstance(result, Tensor):
             return result
         given = [leaf_of(t) for _, t in operands(args, kwargs)]
         op = next((self._ops[id(t)] for t in given if id(t) in self._ops), None)
         if op is None or op.name in self.found:
             return result
-        return self._rescale(op, result, any(id(t) in {id(b) for b in self._biases(op)} for t in given))
+        inside = any(id(t) in {id(b) for b in self._biases(op)} for t in given)
+        left = (
+            getattr(func, "__name__", "") in ("matmul", "__matmul__", "mm")
+            and given[0] is self._tensors[op.name]
+        )
+        unit = 1 if op.type.startswith("conv") else result.dim() - (2 if left else 1)  # W @ x: units are rows
+        return self._rescale(op, result, inside, unit)
 
     def _biases(self, op: OpLayer) -> list[Tensor]:
         return [self._tensors[name] for name in op.leaves[1:] if self._tensors[name].dim() == 1]
 
-    def _rescale(self, op: OpLayer, output: Tensor, bias_inside: bool) -> Tensor:
+    def _rescale(self, op: OpLayer, output: Tensor, bias_inside: bool, unit: int) -> Tensor:
         biases = self._biases(op)
         bias = biases[0] if biases else None
-        unit = 1 if op.type.startswith("conv") else output.dim() - 1
         shape = [1] * output.dim()
         shape[unit] = -1
         inside = bias.reshape(shape) if bias is not None and bias_inside else torch.zeros(())

@@ -259,14 +259,14 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
         state.changes.append(Change(family, "", "undone: it changed the output shapes", skipped=True))
         return
     after = checkup(state.model, inputs, targets, loss_fn)
-    state.rounds.append(f"{family}: score {state.report.score:.2f} -> {after.score:.2f}")
+    state.rounds.append(f"{family}: score {state.report.progress_score:.2f} -> {after.progress_score:.2f}")
     if _better(after, state.report):
         state.report = after
         state.changes += made
     else:
         backup.restore()
-        state.changes.append(Change(family, "", f"undone: score {state.report.score:.2f} -> "
-                                    f"{after.score:.2f} is no better", skipped=True))  # fmt: skip
+        state.changes.append(Change(family, "", f"undone: score {state.report.progress_score:.2f} -> "
+                                    f"{after.progress_score:.2f} is no better", skipped=True))  # fmt: skip
 
 
 def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> list[Change]:
@@ -290,6 +290,8 @@ def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> 
 def _better(after: Report, before: Report) -> bool:
     """Whether a remedy improved the measured health: a better verdict or a higher score (to two
     decimals), and never a lower score (a verdict gained at the cost of the score is not kept).
+    The scores compared are the raw estimates (:attr:`Report.progress_score`), which go on
+    rising where the reported score stops at the verdict's boundary.
 
     Example:
         >>> from gradmedic.diagnosis.findings import Finding
@@ -297,9 +299,8 @@ def _better(after: Report, before: Report) -> bool:
         >>> _better(Report([], 0.4, "checkup"), sick), _better(Report([], 0.95, "checkup"), sick)
         (False, True)
     """
-    if round(after.score, 2) < round(before.score, 2):
-        return False
-    return (after.healthy, round(after.score, 2)) > (before.healthy, round(before.score, 2))
+    now, then = round(after.progress_score, 2), round(before.progress_score, 2)
+    return now >= then and (after.healthy, now) > (before.healthy, then)
 
 
 class Snapshot:
