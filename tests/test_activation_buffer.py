@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from gradmedic import _signal_buffer, monitor, stats
+from gradmedic import _signal_buffer, stats
 from gradmedic._activation_buffer import ActivationBuffer
+from gradmedic.monitor import core as monitor
 from models import ZOO, Case, assert_matches_reference, monitored_step, reference
 
 

@@ -7,7 +7,8 @@ module                                      what                                
 :mod:`gradmedic.integrations.transformers`  ``GradMedicCallback`` for ``Trainer`` ``gradmedic[transformers]``
 :mod:`gradmedic.integrations.tensorboard`   ``TensorBoardSink``                   ``gradmedic[tensorboard]``
 :mod:`gradmedic.integrations.wandb`         ``WandbSink``                         ``gradmedic[wandb]``
-:mod:`gradmedic.integrations.distributed`   DDP reduction, FSDP refusal           (torch only)
+:mod:`gradmedic.integrations.distributed`   DDP reduction, FSDP refusal (now in   (torch only)
+                                            :mod:`gradmedic.monitor.distributed`)
 =========================================== ===================================== ======================
 
 Importing this package imports none of those libraries; each module imports its own and says

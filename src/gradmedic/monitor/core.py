@@ -1,39 +1,25 @@
-"""The training monitor: hooks on a model (and optimizer) that fill a :class:`History`.
+"""The :class:`Monitor`: hooks on a model (and optimizer) that fill a :class:`~gradmedic.history.History`.
 
-Per observed layer and per step selected by its schedule, the monitor records the backprop
-signal (the gradient of the loss with respect to the layer's output), the weight-gradient
-norms, activation statistics, the update-to-weight ratio and the loss. Values stay on the
-model's device until a flush (every ``flush_every`` steps, or when the history is read): no
-host copy and no synchronisation happen on the other steps.
+Its jobs live beside it in this package: the options and their checks (:mod:`.options`), the
+check of unrecorded steps (:mod:`.guard`), the copy to the host and the non-finite events
+(:mod:`.flush`), the GradScaler's private state (:mod:`.amp`) and the exchange between ranks
+(:mod:`.distributed`).
 
 Example:
-    >>> import torch
     >>> from torch import nn
-    >>> import gradmedic
-    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    >>> with gradmedic.watch(model, opt) as monitor:
-    ...     for _ in range(3):
-    ...         opt.zero_grad()
-    ...         loss = model(torch.randn(16, 4)).pow(2).mean()
-    ...         loss.backward()
-    ...         monitor.step(loss)
-    ...         opt.step()
-    >>> monitor.history.array("signal_norm")[1].shape
-    (3, 3)
+    >>> model = nn.Linear(3, 1)  # the monitor holds a weak reference: keep the model alive
+    >>> monitor = Monitor(model).attach()
+    >>> monitor.attached, monitor.step_index
+    (True, 0)
+    >>> monitor.detach()
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
-import numbers
-import os
 import warnings
 import weakref
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -41,66 +27,41 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import sinks as sinks_module
-from . import stats
-from ._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
-from ._gradient_guard import GradientGuard
-from ._signal_buffer import SignalBuffer, Taken
-from ._time_recorder import TimeRecorder
-from .errors import ConfigError, ModelError, UnsupportedError
-from .history import (
-    BACKWARD_METRICS,
+from .. import sinks as sinks_module
+from .. import stats
+from .._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
+from .._signal_buffer import SignalBuffer, Taken
+from .._time_recorder import TimeRecorder
+from ..errors import ConfigError, ModelError, UnsupportedError
+from ..history import (
     FORWARD_METRICS,
-    TIME_METRICS,
     History,
     NonFiniteEvent,
     row_record,
     write_line,
 )
-from .hooks import HookSet
-from .integrations.distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
-from .layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
-from .op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
-from .schedules import DenseStart, Schedule, as_schedule
+from ..hooks import HookSet
+from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
+from ..op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
+from ..schedules import Schedule, as_schedule
+from . import amp
+from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
+from .flush import StepRecord, backward_param_order, flush_records
+from .guard import GradientGuard
+from .options import (
+    ALL_STATS,
+    DEFAULT_OPTIONS,
+    check_loss,
+    check_scaler,
+    log_path,
+    positive_int,
+    validate_options,
+)
 
 if TYPE_CHECKING:
-    from .diagnosis import Report
+    from ..diagnosis import Report
 
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-
-#: Options of :func:`watch` and their defaults.
-#: The schedules are chosen so that the default costs at most 3 % of a training step (measured
-#: by ``benchmarks/overhead.py``; see the README): a recorded step costs up to ~1.25x a plain
-#: one with the signal and weight-gradient norms, up to ~1.6x with every statistic, and an
-#: unrecorded step pays only a fused norm of the gradients (the non-finite check, ~0.5 %).
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "every": DenseStart(n=20, dense=20),
-    "activations_every": 100,
-    "updates_every": 100,
-    "time_every": 100,
-    "flush_every": 32,
-    "max_rows": 4096,
-    "log_path": None,
-    "sinks": None,
-    "scaler": None,
-    "distributed": "auto",
-}
-
-#: Options for "every statistic on every step" (what the checkup uses).
-ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
-
-
-@dataclass
-class _StepRecord:
-    """Device-side values of one closed step, waiting for the next flush."""
-
-    step: int
-    values: dict[str, Tensor] = field(default_factory=dict)
-    observed: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def put(self, metric: str, value: Tensor, observed: np.ndarray) -> None:
-        self.values[metric] = value
-        self.observed[metric] = observed
 
 
 def _float_tensors(output: object) -> list[Tensor]:
@@ -138,7 +99,7 @@ class Monitor:
             skips (non-finite gradients) are left out when the optimizer is given.
         distributed: ``"auto"`` (reduce over ranks when ``model`` is a
             ``DistributedDataParallel`` in a process group of several ranks), ``True`` or
-            ``False``; see :mod:`gradmedic.integrations.distributed`.
+            ``False``; see :mod:`gradmedic.monitor.distributed`.
 
     A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
 
@@ -179,7 +140,7 @@ class Monitor:
             )
         refuse_sharded(model)
         _refuse_meta(model)
-        opts = _validate_options(options)
+        opts = validate_options(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
             _check_optimizer_owns(model, optimizer)
         self._model_ref = weakref.ref(model)
@@ -188,19 +149,19 @@ class Monitor:
         self._acts_schedule: Schedule = as_schedule(opts["activations_every"], "activations_every")
         self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
         self._time_schedule: Schedule = as_schedule(opts["time_every"], "time_every")
-        self._flush_every = _positive_int(opts["flush_every"], "flush_every")
+        self._flush_every = positive_int(opts["flush_every"], "flush_every")
         self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
         self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
         modules = dict(model.named_modules())
         recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
-        rows = _positive_int(opts["max_rows"], "max_rows")
+        rows = positive_int(opts["max_rows"], "max_rows")
         self._history = History(self.layers, params, rows, meta, time_layers=recurrent)
         self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
-        self._log_path = _log_path(opts["log_path"])
+        self._log_path = log_path(opts["log_path"])
         self._sinks = sinks_module.check_sinks(opts["sinks"])
-        self._scaler = _check_scaler(opts["scaler"])
+        self._scaler = check_scaler(opts["scaler"])
         self._reducer: Reducer | None = None
         if wants_reduction(model, opts["distributed"]):
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
@@ -227,7 +188,7 @@ class Monitor:
         self._snapshot = False
         self._attached = False
         self._step = 0
-        self._pending: list[_StepRecord] = []
+        self._pending: list[StepRecord] = []
         self._leaf_hooks: dict[tuple[int, int], Any] = {}
         self._node_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
@@ -240,7 +201,7 @@ class Monitor:
         self._probe: OpProbe | None = None
         self._op_time: set[int] = set()  # op layers called several times a forward pass
         self._reset_step_state()
-        self._last_closed: _StepRecord | None = None
+        self._last_closed: StepRecord | None = None
 
     # -- public API ------------------------------------------------------------------------
 
@@ -345,7 +306,7 @@ class Monitor:
         """
         if not self._attached:
             raise ConfigError("this monitor is detached: call attach() or use it as a context manager")
-        _check_loss(loss)
+        check_loss(loss)
         if self._optimizer_ref is None:
             self._collect_backward()
             self._close_step(loss)
@@ -355,7 +316,7 @@ class Monitor:
 
     def diagnose(self) -> Report:
         """Apply gradmedic's rules to the run so far (see :func:`gradmedic.diagnosis.diagnose`)."""
-        from .diagnosis import diagnose
+        from ..diagnosis import diagnose
 
         report = diagnose(self.history, self._model_ref())
         if self._writer:
@@ -378,12 +339,12 @@ class Monitor:
             return
         self._write(records)
 
-    def _write(self, records: list[_StepRecord] | list[StepValues]) -> None:
+    def _write(self, records: list[StepRecord] | list[StepValues]) -> None:
         """Append host copies of ``records`` to the history; stream them to the log file and sinks."""
-        steps = [r if isinstance(r, _StepRecord) else _StepRecord(r[0], r[1], r[2]) for r in records]
+        steps = [r if isinstance(r, StepRecord) else StepRecord(r[0], r[1], r[2]) for r in records]
         if not steps:
             return
-        rows, events = _flush_records(steps, self._history)
+        rows, events = flush_records(steps, self._history)
         if not self._writer:
             return
         if self._log_path is not None:
@@ -401,7 +362,7 @@ class Monitor:
         if found is None:
             return
         step, columns = found
-        rank = {column: r for r, column in enumerate(_backward_param_order(self._history))}
+        rank = {column: r for r, column in enumerate(backward_param_order(self._history))}
         column = min(columns, key=lambda c: rank.get(c, len(rank)))
         event = NonFiniteEvent(step, "param_grad_norm", self._history.params[column])
         self._history.add_event(event)
@@ -756,7 +717,7 @@ class Monitor:
         if self._low_dtype is not None:
             self._history.meta.setdefault("low_precision", str(self._low_dtype).removeprefix("torch."))
         if self._scaler is not None:
-            self._scaler_round: object = getattr(self._scaler, "_per_optimizer_states", None)
+            self._scaler_round: object = amp.scaler_round(self._scaler)
 
     def _scaler_skipped(self) -> bool:
         """Whether ``scaler.update()`` ran since this step's first forward without an optimizer step.
@@ -766,7 +727,7 @@ class Monitor:
         """
         if not self._forward_seen or self._optimizer_ref is None:
             return False
-        if getattr(self._scaler, "_per_optimizer_states", None) is self._scaler_round:
+        if amp.scaler_round(self._scaler) is self._scaler_round:
             return False
         skipped = int(self._history.meta.get("scaler_skipped_steps", 0)) + 1
         self._history.meta["scaler_skipped_steps"] = skipped
@@ -774,15 +735,12 @@ class Monitor:
 
     def _grad_scale(self) -> Tensor | None:
         """The GradScaler's scale in effect for this step (a device tensor), or None."""
-        scale = getattr(self._scaler, "_scale", None) if self._scaler is not None else None
-        return scale if isinstance(scale, Tensor) else None
+        return amp.loss_scale(self._scaler)
 
     def _weight_grads_scaled(self) -> bool:
         """Whether ``.grad`` still holds scaled gradients (``scaler.unscale_`` has not run)."""
-        states = getattr(self._scaler, "_per_optimizer_states", None) or {}
         optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
-        mine = [states[id(optimizer)]] if id(optimizer) in states else list(states.values())
-        return not any(getattr(state.get("stage"), "name", "") == "UNSCALED" for state in mine)
+        return amp.grads_still_scaled(self._scaler, optimizer)
 
     def _unscaled(self, squared: Tensor, scaled: bool = True) -> Tensor:
         """Squared norms divided by the square of the loss scale (when ``scaled``)."""
@@ -798,7 +756,7 @@ class Monitor:
         self._signal.clear()
         self._act_copies.clear()
         self._acts: dict[int, list[Tensor | list[float]]] = {}
-        self._record = _StepRecord(self._step)
+        self._record = StepRecord(self._step)
         self._pending_loss: Tensor | None = None
         self._closure_step = False
         self._low_dtype = None
@@ -895,25 +853,25 @@ class Monitor:
         elif "loss" not in last.values and self._signal_schedule(last.step):
             last.put("loss", _as_row(loss), _ONE)
             if not self._is_pending(last):  # already flushed: the loss goes on its own
-                loss_only = _StepRecord(last.step)
+                loss_only = StepRecord(last.step)
                 loss_only.put("loss", last.values["loss"], last.observed["loss"])
                 self._pending.append(loss_only)
 
-    def _is_pending(self, record: _StepRecord) -> bool:
+    def _is_pending(self, record: StepRecord) -> bool:
         return any(r is record for r in self._pending)
 
-    def _pending_record_of_last_step(self) -> _StepRecord:
+    def _pending_record_of_last_step(self) -> StepRecord:
         """The pending record of the step closed last, or a new pending one for that step."""
         last = self._last_closed
         if last is not None and last.step == self._step - 1 and self._is_pending(last):
             return last
-        record = _StepRecord(self._step - 1)
+        record = StepRecord(self._step - 1)
         self._pending.append(record)
         return record
 
     # -- statistics of one step ------------------------------------------------------------
 
-    def _put_gradients(self, record: _StepRecord) -> None:
+    def _put_gradients(self, record: StepRecord) -> None:
         """The backprop signal and the weight-gradient norms, from one fused norm call for both."""
         grads = [p.grad for p in self._params]
         with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
@@ -932,7 +890,7 @@ class Monitor:
         if with_grad:
             self._put_weight_grads(record, taken, squares, sums[n:], with_grad)
 
-    def _put_signal(self, record: _StepRecord, taken: Taken, sums: Tensor) -> None:
+    def _put_signal(self, record: StepRecord, taken: Taken, sums: Tensor) -> None:
         """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
         numel = [0] * len(self.layers)
         for layer, count in zip(taken.layers, taken.numels):
@@ -943,7 +901,7 @@ class Monitor:
         record.put("signal_rms", sums.div_(counts).sqrt_(), observed)
 
     def _put_weight_grads(
-        self, record: _StepRecord, taken: Taken, squares: Tensor, sums: Tensor, with_grad: tuple[int, ...]
+        self, record: StepRecord, taken: Taken, squares: Tensor, sums: Tensor, with_grad: tuple[int, ...]
     ) -> None:
         """Per parameter and per layer (``sums``), the weight-gradient norm."""
         signals = len(taken.layers)
@@ -965,7 +923,7 @@ class Monitor:
         squares[signals:] = self._unscaled(squares[signals:], self._weight_grads_scaled())
         return squares
 
-    def _put_underflow(self, record: _StepRecord) -> None:
+    def _put_underflow(self, record: StepRecord) -> None:
         """Per layer, the fraction of non-zero weight-gradient values below the low dtype's smallest normal.
 
         Measured on the values as the backward pass made them (scaled by the GradScaler's
@@ -990,7 +948,7 @@ class Monitor:
         observed[[self._param_layer[i] for i in with_grad]] = True
         record.put("grad_underflow", fraction, observed)
 
-    def _put_activations(self, record: _StepRecord) -> None:
+    def _put_activations(self, record: StepRecord) -> None:
         """Per layer, the mean of its calls' activation statistics (NaN rows for the others)."""
         for index, row in self._act_copies.take():
             self._acts.setdefault(index, []).append(row)
@@ -1012,7 +970,7 @@ class Monitor:
         for column, metric in enumerate(stats.ACTIVATION_FIELDS):
             record.put(metric, block[:, column], observed)
 
-    def _put_update_ratio(self, record: _StepRecord) -> None:
+    def _put_update_ratio(self, record: StepRecord) -> None:
         """Per layer, ``||w_after - w_before|| / ||w_before||`` across the update just made."""
         if not self._snapshot:
             return
@@ -1117,62 +1075,6 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **op
     return Monitor(model, optimizer, **options).attach()
 
 
-def _validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = [name for name in options if name not in DEFAULT_OPTIONS]
-    if unknown:
-        name = unknown[0]
-        close = difflib.get_close_matches(name, DEFAULT_OPTIONS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"unknown option {name!r}: {hint}known options: {', '.join(DEFAULT_OPTIONS)}")
-    return {**DEFAULT_OPTIONS, **options}
-
-
-def _log_path(value: object) -> Path | None:
-    """The ``log_path`` option as a Path, checked before anything is attached.
-
-    Raises:
-        ConfigError: if it is not a path, names a directory, or its folder does not exist.
-    """
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigError(f"log_path={value!r}: give a file path (str or pathlib.Path), e.g. 'run.jsonl'")
-    path = Path(value)
-    if path.is_dir():
-        raise ConfigError(
-            f"log_path={str(path)!r} is a directory: name a file in it, e.g. {str(path / 'run.jsonl')!r}"
-        )
-    if not path.parent.is_dir():
-        raise ConfigError(
-            f"log_path={str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first"
-        )
-    return path
-
-
-def _check_scaler(scaler: object) -> object:
-    """The ``scaler`` option: None or a ``torch.amp.GradScaler`` (anything with ``scale`` and ``update``)."""
-    if scaler is None or (
-        callable(getattr(scaler, "scale", None)) and callable(getattr(scaler, "update", None))
-    ):
-        return scaler
-    raise ConfigError(
-        f"scaler={scaler!r}: give the torch.amp.GradScaler of a mixed-precision run (or leave it out)"
-    )
-
-
-def _check_loss(loss: object) -> None:
-    """``Monitor.step``'s loss: None, a real number or a one-element tensor."""
-    if loss is None or (isinstance(loss, numbers.Real) and not isinstance(loss, bool)):
-        return
-    if isinstance(loss, Tensor) and loss.numel() == 1:
-        return
-    what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else repr(loss)
-    raise ConfigError(
-        f"monitor.step(loss) got {what}: pass the scalar loss tensor (reduce it, e.g. .mean()), "
-        "a float, or nothing"
-    )
-
-
 def _refuse_meta(model: nn.Module) -> None:
     """Parameters on the ``meta`` device hold no values: there is nothing to measure."""
     meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
@@ -1181,12 +1083,6 @@ def _refuse_meta(model: nn.Module) -> None:
             f"parameter {meta!r} is on the meta device (shapes without values): gradmedic has nothing "
             "to measure. Materialise the model first, e.g. model.to_empty(device='cpu') and initialise it"
         )
-
-
-def _positive_int(value: object, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{option}={value!r}: give a positive integer")
-    return value
 
 
 def _check_optimizer_owns(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -1288,113 +1184,6 @@ def _as_row(value: Tensor | float) -> Tensor:
     if isinstance(value, Tensor):
         return value.detach().reshape(-1)[:1].float()
     return torch.tensor([float(value)])
-
-
-def _flush_records(
-    records: list[_StepRecord], history: History
-) -> tuple[list[tuple[str, int, np.ndarray]], list[NonFiniteEvent]]:
-    """Move the records' values to the host, append them to ``history``; return rows and events."""
-    host = _host_copies(records)
-    by_metric: dict[str, list[int]] = {}
-    for k, record in enumerate(records):
-        for metric in record.values:
-            by_metric.setdefault(metric, []).append(k)
-    written: list[tuple[str, int, np.ndarray]] = []
-    events: list[NonFiniteEvent] = []
-    for metric, group in by_metric.items():
-        group.sort(key=lambda k: records[k].step)
-        steps = [records[k].step for k in group]
-        if metric in TIME_METRICS:  # rows as wide as each step's longest sequence: History fits them
-            for k, step in zip(group, steps):
-                row = host[k][metric]
-                history.append(metric, [step], row[None])
-                written.append((metric, step, row))
-            continue
-        stacked = np.stack([host[k][metric] for k in group])
-        observed = np.stack([records[k].observed[metric] for k in group])
-        values = np.where(observed, stacked, np.nan)
-        history.append(metric, steps, values)
-        events.extend(_find_non_finite(history, metric, steps, values, observed))
-        written.extend(zip([metric] * len(steps), steps, values))
-    for event in events:
-        history.add_event(event)
-    return written, events
-
-
-def _host_copies(records: list[_StepRecord]) -> list[dict[str, np.ndarray]]:
-    """Every value of ``records`` as a float64 NumPy row, in one copy per device.
-
-    The values of a device are concatenated there and copied at once; from CUDA the copy is
-    non-blocking (into pinned memory) and followed by the one synchronisation of the flush.
-    """
-    by_device: dict[torch.device, list[tuple[int, str, Tensor]]] = {}
-    for k, record in enumerate(records):
-        for metric, value in record.values.items():
-            by_device.setdefault(value.device, []).append((k, metric, value))
-    host: list[dict[str, np.ndarray]] = [{} for _ in records]
-    with torch.no_grad():
-        for device, items in by_device.items():
-            flat = _to_host(torch.cat([value.reshape(-1) for _, _, value in items]).double(), device)
-            offset = 0
-            for k, metric, value in items:
-                size = value.numel()
-                host[k][metric] = flat[offset : offset + size]
-                offset += size
-    return host
-
-
-def _to_host(values: Tensor, device: torch.device) -> np.ndarray:
-    """A host copy of ``values``: non-blocking from CUDA, then one synchronisation."""
-    if device.type == "cpu":
-        return values.numpy()
-    if device.type == "cuda":
-        copy = values.to("cpu", non_blocking=True)  # lands in pinned memory
-        torch.cuda.current_stream(device).synchronize()
-        return copy.numpy()
-    return values.cpu().numpy()
-
-
-#: Metrics whose non-finite values are reported. Saturated/dead fractions are NaN where they do
-#: not apply, and an update ratio is NaN for all-zero weights: neither is an overflow.
-_FINITE_CHECKED = ("act_mean", "act_std", *BACKWARD_METRICS, "param_grad_norm", "loss")
-
-
-def _find_non_finite(
-    history: History, metric: str, steps: list[int], values: np.ndarray, observed: np.ndarray
-) -> list[NonFiniteEvent]:
-    """One event per step: the first column, in the direction values flow, that is NaN/Inf."""
-    bad = observed & ~np.isfinite(values)
-    if metric not in _FINITE_CHECKED or not bad.any():
-        return []
-    order = list(range(values.shape[1]))
-    if metric in FORWARD_METRICS:
-        order = history.forward_order()
-    elif metric in BACKWARD_METRICS:
-        order = history.forward_order()[::-1]  # the backward pass meets the last layer first
-    elif metric == "param_grad_norm":
-        order = _backward_param_order(history)
-    events = []
-    for row, step in enumerate(steps):
-        first = next((i for i in order if bad[row, i]), None)
-        if first is not None:
-            events.append(NonFiniteEvent(step, metric, _column_name(history, metric, first)))
-    return events
-
-
-def _backward_param_order(history: History) -> list[int]:
-    """The parameters' columns in the order the backward pass meets them: those of the layer
-    nearest the output first."""
-    rank = {layer: r for r, layer in enumerate(history.forward_order()[::-1])}
-    owner = {name: rank[i] for i, layer in enumerate(history.layers) for name in layer.params}
-    return sorted(range(len(history.params)), key=lambda column: owner.get(history.params[column], len(rank)))
-
-
-def _column_name(history: History, metric: str, column: int) -> str:
-    if metric == "loss":
-        return "loss"
-    if metric == "param_grad_norm":
-        return history.params[column]
-    return history.layers[column].name
 
 
 __all__ = ["ALL_STATS", "DEFAULT_OPTIONS", "FORWARD_METRICS", "Monitor", "watch"]
