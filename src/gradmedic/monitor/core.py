@@ -34,7 +34,6 @@ from .._signal_buffer import SignalBuffer, Taken
 from .._time_recorder import TimeRecorder
 from ..errors import ConfigError, ModelError, UnsupportedError
 from ..history import (
-    FORWARD_METRICS,
     History,
     NonFiniteEvent,
     row_record,
@@ -43,20 +42,12 @@ from ..history import (
 from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from ..op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
-from ..schedules import Schedule, as_schedule
+from ..schedules import Schedule
 from . import amp
 from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
-from .options import (
-    ALL_STATS,
-    DEFAULT_OPTIONS,
-    check_loss,
-    check_scaler,
-    log_path,
-    positive_int,
-    validate_options,
-)
+from .options import Options, check_loss
 
 if TYPE_CHECKING:
     from ..diagnosis import Report
@@ -140,30 +131,30 @@ class Monitor:
             )
         refuse_sharded(model)
         _refuse_meta(model)
-        opts = validate_options(options)
+        opts = Options.parse(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
             _check_optimizer_owns(model, optimizer)
         self._model_ref = weakref.ref(model)
         self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
-        self._signal_schedule: Schedule = as_schedule(opts["every"], "every")
-        self._acts_schedule: Schedule = as_schedule(opts["activations_every"], "activations_every")
-        self._update_schedule: Schedule = as_schedule(opts["updates_every"], "updates_every")
-        self._time_schedule: Schedule = as_schedule(opts["time_every"], "time_every")
-        self._flush_every = positive_int(opts["flush_every"], "flush_every")
+        self.options = opts
+        self._signal_schedule: Schedule = opts.every
+        self._acts_schedule: Schedule = opts.activations_every
+        self._update_schedule: Schedule = opts.updates_every
+        self._time_schedule: Schedule = opts.time_every
+        self._flush_every = opts.flush_every
         self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
         self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
-        meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.items()}}
+        meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.given.items()}}
         modules = dict(model.named_modules())
         recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
-        rows = positive_int(opts["max_rows"], "max_rows")
-        self._history = History(self.layers, params, rows, meta, time_layers=recurrent)
+        self._history = History(self.layers, params, opts.max_rows, meta, time_layers=recurrent)
         self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
-        self._log_path = log_path(opts["log_path"])
-        self._sinks = sinks_module.check_sinks(opts["sinks"])
-        self._scaler = check_scaler(opts["scaler"])
+        self._log_path = opts.log_path
+        self._sinks = opts.sinks
+        self._scaler = opts.scaler
         self._reducer: Reducer | None = None
-        if wants_reduction(model, opts["distributed"]):
+        if wants_reduction(model, opts.distributed):
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
             self._reducer = Reducer(widths, self._flush_every)
         self._writer = self._reducer is None or self._reducer.rank == 0
@@ -1186,4 +1177,4 @@ def _as_row(value: Tensor | float) -> Tensor:
     return torch.tensor([float(value)])
 
 
-__all__ = ["ALL_STATS", "DEFAULT_OPTIONS", "FORWARD_METRICS", "Monitor", "watch"]
+__all__ = ["Monitor", "watch"]

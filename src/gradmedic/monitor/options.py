@@ -17,13 +17,15 @@ from __future__ import annotations
 import difflib
 import numbers
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..schedules import DenseStart
+from ..schedules import DenseStart, Schedule, as_schedule
+from ..sinks import Sink, check_sinks
 
 #: Options of :func:`watch` and their defaults.
 #: The schedules are chosen so that the default costs at most 3 % of a training step (measured
@@ -47,7 +49,55 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """The options of one monitor, checked and typed (see :class:`~gradmedic.monitor.Monitor`).
+
+    Example:
+        >>> options = Options.parse({"every": 5, "flush_every": 8})
+        >>> options.every(10), options.every(11), options.flush_every
+        (True, False, 8)
+        >>> options.given["every"]
+        5
+    """
+
+    every: Schedule
+    activations_every: Schedule
+    updates_every: Schedule
+    time_every: Schedule
+    flush_every: int
+    max_rows: int
+    log_path: Path | None
+    sinks: list[Sink]
+    scaler: object
+    distributed: object
+    given: dict[str, Any] = field(compare=False)  # every option as given, the defaults filled in
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> Options:
+        """Check every option (an unknown name gets a did-you-mean) before anything is attached.
+
+        Raises:
+            ConfigError: naming the first option that is unknown or has a bad value.
+        """
+        given = validate_options(options)
+        return cls(
+            every=as_schedule(given["every"], "every"),
+            activations_every=as_schedule(given["activations_every"], "activations_every"),
+            updates_every=as_schedule(given["updates_every"], "updates_every"),
+            time_every=as_schedule(given["time_every"], "time_every"),
+            flush_every=positive_int(given["flush_every"], "flush_every"),
+            max_rows=positive_int(given["max_rows"], "max_rows"),
+            log_path=log_path(given["log_path"]),
+            sinks=check_sinks(given["sinks"]),
+            scaler=check_scaler(given["scaler"]),
+            distributed=given["distributed"],
+            given=given,
+        )
+
+
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the defaults filled in, after checking every name is known."""
     unknown = [name for name in options if name not in DEFAULT_OPTIONS]
     if unknown:
         name = unknown[0]
