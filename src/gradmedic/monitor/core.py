@@ -48,6 +48,7 @@ from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
 from .options import Options, check_loss
+from .step_state import StepState
 
 if TYPE_CHECKING:
     from ..diagnosis import Report
@@ -163,7 +164,6 @@ class Monitor:
         self._activation_hooks = HookSet()
         self._installers: list[functools.partial[Any]] = []  # each registers one probe hook
         self._guard = GradientGuard()
-        self._recorded = False
         self._activation_modules: list[tuple[int, nn.Module]] = []
         self._activations_seen = False
         self._modules: list[nn.Module | None] = []  # None: an op layer
@@ -183,7 +183,6 @@ class Monitor:
         self._leaf_hooks: dict[tuple[int, int], Any] = {}
         self._node_hooks: dict[tuple[int, int], Any] = {}
         self._forward_calls = 0
-        self._forward_seen = False
         self._signal = SignalBuffer()
         self._act_copies = ActivationBuffer()
         self._ops_found = False
@@ -191,7 +190,7 @@ class Monitor:
         self._op_biases: dict[int, int] = {}
         self._probe: OpProbe | None = None
         self._op_time: set[int] = set()  # op layers called several times a forward pass
-        self._reset_step_state()
+        self._now = self._open_state()
         self._last_closed: StepRecord | None = None
 
     # -- public API ------------------------------------------------------------------------
@@ -437,7 +436,7 @@ class Monitor:
         Registering the hooks again costs a few microseconds per layer (the hook functions are
         made once, in :meth:`_register`), paid on the recorded steps only.
         """
-        if not self._recorded:
+        if not self._now.recorded:
             self._probes.remove()
             self._activation_hooks.remove()
             return
@@ -475,7 +474,7 @@ class Monitor:
             found = self._discover(model, args, kwargs)
             self._ops_found = True
             self._add_op_layers(model, found)
-        if self._op_weights and (self._signal_on or self._acts_on or self._time_on):
+        if self._op_weights and (self._now.signal_on or self._now.acts_on or self._now.time_on):
             self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
             self._probe.__enter__()
 
@@ -495,7 +494,7 @@ class Monitor:
 
     def _on_op_output(self, index: int, output: Tensor) -> None:
         self._on_forward(index, None, (), output)
-        if self._time_on and index in self._op_time and self._time is not None and self._attached:
+        if self._now.time_on and index in self._op_time and self._time is not None and self._attached:
             self._time.op_call(index, output)
 
     def _discover(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
@@ -552,13 +551,12 @@ class Monitor:
         self._history.time_layers.extend(repeated)
         if self._time is not None or repeated:  # as wide as the layers are now
             self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
-        self._time_on = self._time is not None and self._time_schedule(self._step)
-        self._recorded = self._recorded or self._time_on
+        self._now.time_on = self._time is not None and self._time_schedule(self._step)
 
     def _place_activation_hooks(self) -> None:
         """Hook the activation modules on the steps that observe them, and until each was seen once
         (for the forward order); on the other steps they run without a hook, at no cost."""
-        wanted = self._acts_on or not self._all_activations_seen()
+        wanted = self._now.acts_on or not self._all_activations_seen()
         if wanted == (len(self._activation_hooks) > 0):
             return
         if not wanted:
@@ -585,7 +583,7 @@ class Monitor:
             )
         if self._scaler is not None and self._scaler_skipped():
             self._start_step()  # the GradScaler skipped the last step: its numbers are dropped
-        if not self._forward_seen:
+        if not self._now.forward_seen:
             self._first_forward(output)
         layer = self.layers[index]
         if layer.forward_index < 0:
@@ -593,8 +591,8 @@ class Monitor:
             self._forward_calls += 1
         # Activation modules follow the activation schedule for their signal too: the signal
         # at their output is close to the one at the parametrised layer next to them.
-        acts_on = self._acts_on
-        want_signal = acts_on if self._is_activation[index] else self._signal_on
+        acts_on = self._now.acts_on
+        want_signal = acts_on if self._is_activation[index] else self._now.signal_on
         if not (want_signal or acts_on):
             return
         if isinstance(output, Tensor):
@@ -619,10 +617,10 @@ class Monitor:
             self._act_copies.add(index, output, kind)
         elif path == "at once":
             nan = self._constant((math.nan,), torch.float32, output.device).view(())
-            self._acts.setdefault(index, []).append(stats.device_activation_stats(output, kind, nan))
+            self._now.acts.setdefault(index, []).append(stats.device_activation_stats(output, kind, nan))
         else:
             scratch = self._scratch_for(output) if kind.band is not None else None
-            self._acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
+            self._now.acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
 
     def _scratch_for(self, output: Tensor) -> Tensor:
         """A float32 CPU buffer shaped like ``output`` for the saturation count, kept between calls:
@@ -645,7 +643,7 @@ class Monitor:
         self._on_forward(index, module, args, output)
         if (
             self._attached
-            and self._time_on
+            and self._now.time_on
             and self._time is not None
             and torch.is_grad_enabled()
             and not _in_functorch()
@@ -687,14 +685,14 @@ class Monitor:
 
     def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
         if _closure_given(args, kwargs):  # forward and backward run inside step(): collect after
-            self._closure_step = True
+            self._now.closure_step = True
             self._take_snapshot()
             return
         self._collect_backward()
 
     def _after_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
-        if self._closure_step:
-            self._closure_step = False
+        if self._now.closure_step:
+            self._now.closure_step = False
             self._collect_backward(snapshot=False)
         self._close_step(None)
 
@@ -702,13 +700,13 @@ class Monitor:
 
     def _first_forward(self, output: object) -> None:
         """At the first forward call of a step: the low-precision dtype, the scaler's round."""
-        self._forward_seen = True
+        self._now.forward_seen = True
         tensors = _float_tensors(output)
-        self._low_dtype: torch.dtype | None = _low_precision_dtype(tensors[0]) if tensors else None
-        if self._low_dtype is not None:
-            self._history.meta.setdefault("low_precision", str(self._low_dtype).removeprefix("torch."))
+        self._now.low_dtype = _low_precision_dtype(tensors[0]) if tensors else None
+        if self._now.low_dtype is not None:
+            self._history.meta.setdefault("low_precision", str(self._now.low_dtype).removeprefix("torch."))
         if self._scaler is not None:
-            self._scaler_round: object = amp.scaler_round(self._scaler)
+            self._now.scaler_round = amp.scaler_round(self._scaler)
 
     def _scaler_skipped(self) -> bool:
         """Whether ``scaler.update()`` ran since this step's first forward without an optimizer step.
@@ -716,9 +714,9 @@ class Monitor:
         ``GradScaler.update()`` replaces its per-optimizer state; when that happens and the
         optimizer's step never closed ours, the scaler skipped it (non-finite gradients).
         """
-        if not self._forward_seen or self._optimizer_ref is None:
+        if not self._now.forward_seen or self._optimizer_ref is None:
             return False
-        if amp.scaler_round(self._scaler) is self._scaler_round:
+        if amp.scaler_round(self._scaler) is self._now.scaler_round:
             return False
         skipped = int(self._history.meta.get("scaler_skipped_steps", 0)) + 1
         self._history.meta["scaler_skipped_steps"] = skipped
@@ -742,42 +740,35 @@ class Monitor:
 
     # -- step bookkeeping ------------------------------------------------------------------
 
-    def _reset_step_state(self) -> None:
-        self._forward_seen = False
+    def _start_step(self) -> None:
+        """Open step ``self._step``: a fresh state, the buffers emptied, the probes placed (or removed)."""
+        self._remove_leaf_hooks()
         self._signal.clear()
         self._act_copies.clear()
-        self._acts: dict[int, list[Tensor | list[float]]] = {}
-        self._record = StepRecord(self._step)
-        self._pending_loss: Tensor | None = None
-        self._closure_step = False
-        self._low_dtype = None
-        self._scaler_round = None
         if self._time is not None:
             self._time.reset()
-
-    def _start_step(self) -> None:
-        self._remove_leaf_hooks()
-        self._reset_step_state()
-        self._signal_on = self._signal_schedule(self._step)
-        self._acts_on = self._acts_schedule(self._step)
-        self._time_on = self._time is not None and self._time_schedule(self._step)
-        self._recorded = self._signal_on or self._acts_on or self._time_on
+        self._now = self._open_state()
         if self._attached:
             self._place_probes()
 
+    def _open_state(self) -> StepState:
+        step = self._step
+        time_on = self._time is not None and self._time_schedule(step)
+        return StepState.open(step, self._signal_schedule(step), self._acts_schedule(step), time_on)
+
     def _collect_backward(self, snapshot: bool = True) -> None:
         """Gather this step's backprop signal and weight gradients (before the update)."""
-        record = self._record
-        if self._signal_on and not self._forward_seen:
+        record = self._now.record
+        if self._now.signal_on and not self._now.forward_seen:
             self._refuse_unseen_forward()
-        if self._signal_on:
+        if self._now.signal_on:
             self._put_gradients(record)
         else:  # unrecorded: one fused norm call, kept on the device, catches a non-finite gradient
             self._guard.check(self._step, [p.grad for p in self._params])
-        if self._acts_on and self._low_dtype is not None:
+        if self._now.acts_on and self._now.low_dtype is not None:
             self._put_underflow(record)
         self._put_activations(record)
-        if self._time is not None and self._time_on:
+        if self._time is not None and self._now.time_on:
             for metric, (values, observed) in self._time.collect(self._unscaled).items():
                 record.put(metric, values, observed)
         if snapshot:
@@ -806,10 +797,10 @@ class Monitor:
             )
 
     def _close_step(self, loss: Tensor | float | None) -> None:
-        record = self._record
+        record = self._now.record
         self._put_update_ratio(record)
-        loss = loss if loss is not None else self._pending_loss
-        if loss is not None and self._signal_on:
+        loss = loss if loss is not None else self._now.pending_loss
+        if loss is not None and self._now.signal_on:
             record.put("loss", _as_row(loss), _ONE)
         if record.values:
             self._pending.append(record)
@@ -839,8 +830,8 @@ class Monitor:
     def _record_loss(self, loss: Tensor | float) -> None:
         """With an optimizer: the loss belongs to the open step, or to the one just closed."""
         last = self._last_closed
-        if self._forward_seen or last is None:
-            self._pending_loss = _as_row(loss)
+        if self._now.forward_seen or last is None:
+            self._now.pending_loss = _as_row(loss)
         elif "loss" not in last.values and self._signal_schedule(last.step):
             last.put("loss", _as_row(loss), _ONE)
             if not self._is_pending(last):  # already flushed: the loss goes on its own
@@ -920,16 +911,16 @@ class Monitor:
         Measured on the values as the backward pass made them (scaled by the GradScaler's
         scale), so a gradient already unscaled is compared with ``tiny / scale``.
         """
-        assert self._low_dtype is not None
+        assert self._now.low_dtype is not None
         params = self._params
         with_grad = [i for i, p in enumerate(params) if p.grad is not None and p.grad.is_floating_point()]
         if not with_grad:
             return
         grads = [self._params[i].grad for i in with_grad]
-        tiny: Tensor | float = torch.finfo(self._low_dtype).tiny
+        tiny: Tensor | float = torch.finfo(self._now.low_dtype).tiny
         scale = self._grad_scale()
         if scale is not None and not self._weight_grads_scaled():
-            tiny = torch.finfo(self._low_dtype).tiny / scale.to(grads[0].device, torch.float32)  # type: ignore[union-attr]
+            tiny = torch.finfo(self._now.low_dtype).tiny / scale.to(grads[0].device, torch.float32)  # type: ignore[union-attr]
         under, nonzero = stats.underflow_counts(grads, tiny)  # type: ignore[arg-type]
         groups = self._constant(tuple(self._param_layer[i] for i in with_grad), torch.long, under.device)
         n = len(self.layers)
@@ -942,8 +933,8 @@ class Monitor:
     def _put_activations(self, record: StepRecord) -> None:
         """Per layer, the mean of its calls' activation statistics (NaN rows for the others)."""
         for index, row in self._act_copies.take():
-            self._acts.setdefault(index, []).append(row)
-        acts, self._acts = self._acts, {}
+            self._now.acts.setdefault(index, []).append(row)
+        acts, self._now.acts = self._now.acts, {}
         if not acts:
             return
         rows = {index: _mean_row(calls) for index, calls in acts.items()}
