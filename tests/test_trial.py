@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 
 import gradmedic
 import sick_models as sm
+from gradmedic.cli import main
 from gradmedic.diagnosis import trial_rules as tr
 from gradmedic.diagnosis.findings import Curve, Report, Severity
 from gradmedic.diagnosis.trial import SEED, build_optimizer
@@ -347,3 +350,59 @@ def test_scheduler_without_its_optimizer(model: nn.Module) -> None:
     another = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ConfigError, match="does not drive the optimizer"):
         gradmedic.trial(model, teacher_data(), optimizer=another, scheduler=scheduler)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+CLI_TARGETS = """
+import torch
+from torch import nn
+
+
+def healthy():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    x = torch.randn(64, 16)
+    return model, x, (x[:, :4]).argmax(1)
+
+
+def diverging():
+    model, x, y = healthy()
+    return model, x, y, None, torch.optim.SGD(model.parameters(), lr=20.0)
+
+
+def as_dict():
+    model, x, y = healthy()
+    return {"model": model, "inputs": x, "targets": y, "optimizer": torch.optim.Adam(model.parameters())}
+
+
+def fifth_not_an_optimizer():
+    return (*healthy(), None, "adam")
+"""
+
+
+@pytest.fixture
+def cli_targets(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "trial_cli_targets.py"
+    path.write_text(CLI_TARGETS, encoding="utf-8")
+    yield path
+    sys.modules.pop(path.stem, None)
+
+
+def test_cli_trial_healthy_exits_0_and_writes_curves(cli_targets: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "trial.json"
+    assert main(["trial", f"{cli_targets}:healthy", "--steps", "30", "--json", str(out)]) == 0
+    assert "gradmedic trial: healthy" in capsys.readouterr().out
+    assert len(Report.from_json(out.read_text()).curves["loss"].steps) == 30
+    assert main(["trial", f"{cli_targets}:as_dict", "--steps", "10"]) == 0
+
+
+def test_cli_trial_with_the_targets_optimizer_finds_the_divergence(cli_targets: Path, capsys) -> None:
+    assert main(["trial", f"{cli_targets}:diverging", "--steps", "40"]) == 1
+    assert "divergence" in capsys.readouterr().out
+
+
+def test_cli_trial_bad_fifth_item_exits_2(cli_targets: Path, capsys) -> None:
+    assert main(["trial", f"{cli_targets}:fifth_not_an_optimizer"]) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("gradmedic: ") and "fifth item is the optimizer" in err and err.count("\n") == 1

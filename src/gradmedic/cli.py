@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     check.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
+    add_trial_parser(commands)
     cure = commands.add_parser(
         "treat", help="apply remedies to a copy of a model of yours and prove them with a second checkup"
     )
@@ -58,6 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--title", help="the page title")
     add_lab_parser(commands)
     return parser
+
+
+def add_trial_parser(commands: Any) -> None:
+    """``gradmedic trial TARGET [--steps N] [--json PATH] [--markdown PATH]``."""
+    trial = commands.add_parser(
+        "trial",
+        help="the checkup, then a short run of your training on a copy of the model, then the diagnosis",
+    )
+    trial.add_argument("target", metavar="TARGET",
+                       help="as for checkup; it may also return the optimizer (fifth element or key 'optimizer')")  # fmt: skip
+    trial.add_argument(
+        "--steps", type=_positive_int, help="training steps (default: gradmedic chooses, ~100)"
+    )
+    trial.add_argument("--json", metavar="PATH", help="also write the report (with its curves) as JSON")
+    trial.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
+
+
+def run_trial(args: argparse.Namespace) -> int:
+    """``gradmedic trial TARGET``: print the trial's report; exit 1 when the run is not healthy."""
+    from .diagnosis import print_report, trial
+    from .targets import load_target
+
+    target = load_target(args.target)
+    data = (target.inputs, target.targets)
+    report = trial(target.model, data, target.loss_fn, target.optimizer, args.steps)
+    if args.json:
+        report.to_json(args.json)
+    if args.markdown:
+        Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
+    print_report(report)
+    return 0 if report.healthy else 1
 
 
 #: The lab's studies, for the help text (``gradmedic.lab.studies.STUDIES``, not imported here).
@@ -221,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "checkup":
             return run_checkup(args)
+        if args.command == "trial":
+            return run_trial(args)
         if args.command == "treat":
             return run_treat(args)
         if args.command == "report":
