@@ -94,9 +94,7 @@ def _as_target(value: Any, spec: str) -> Target:
                 f"{spec} returned a dict with keys {sorted(value)}: use model, inputs[, targets, loss_fn]"
             )
         target = Target(**value)
-    elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 4:
-        target = Target(*value)
-    elif isinstance(value, (tuple, list)) and len(value) == 5 and isinstance(value[4], torch.optim.Optimizer):
+    elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 5 and _optimizer_or_absent(value):
         target = Target(*value)
     elif isinstance(value, (tuple, list)) and len(value) == 5:
         raise ConfigError(
@@ -112,3 +110,8 @@ def _as_target(value: Any, spec: str) -> Target:
             f"{spec} returned a {type(target.model).__name__} as the model: return an nn.Module first"
         )
     return target
+
+
+def _optimizer_or_absent(value: tuple[Any, ...] | list[Any]) -> bool:
+    """A fifth item, when there is one, is the optimizer."""
+    return len(value) < 5 or isinstance(value[4], torch.optim.Optimizer)
