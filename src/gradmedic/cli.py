@@ -67,8 +67,11 @@ def add_trial_parser(commands: Any) -> None:
         "trial",
         help="the checkup, then a short run of your training on a copy of the model, then the diagnosis",
     )
-    trial.add_argument("target", metavar="TARGET",
-                       help="as for checkup; it may also return its optimizer (5th element or key 'optimizer')")  # fmt: skip
+    trial.add_argument(
+        "target",
+        metavar="TARGET",
+        help="as for checkup; may also return its optimizer (5th item or 'optimizer')",
+    )
     trial.add_argument(
         "--steps", type=_positive_int, help="training steps (default: gradmedic chooses, ~100)"
     )
