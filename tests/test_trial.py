@@ -406,3 +406,41 @@ def test_cli_trial_bad_fifth_item_exits_2(cli_targets: Path, capsys) -> None:
     assert main(["trial", f"{cli_targets}:fifth_not_an_optimizer"]) == 2
     _, err = capsys.readouterr()
     assert err.startswith("gradmedic: ") and "fifth item is the optimizer" in err and err.count("\n") == 1
+
+
+# -- treat with a trial ----------------------------------------------------------------------------------
+
+
+def test_treat_with_trial_proves_the_rate_by_a_second_trial() -> None:
+    model, (x, y) = relu_mlp(), teacher_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    before = copy.deepcopy(model.state_dict())
+    treatment = gradmedic.treat(model, x, y, optimizer=optimizer, trial=True)
+    assert treatment.trial_before is not None and treatment.trial_after is not None
+    assert treatment.trial_before.get("divergence") is not None
+    assert treatment.settings == {"optimizer": "SGD", "lr": pytest.approx(0.05)}
+    assert treatment.trial_after.healthy and treatment.trial_after.score > treatment.trial_before.score
+    again = gradmedic.trial(treatment.model, (x, y), optimizer=torch.optim.SGD(
+        treatment.model.parameters(), lr=0.05, momentum=0.9))  # fmt: skip
+    assert again.score == treatment.trial_after.score  # the proof is a plain trial with those settings
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert "trial after" in treatment.summary()
+
+
+def test_treat_with_trial_keeps_nothing_that_does_not_make_the_trial_better() -> None:
+    model, (x, y) = relu_mlp(2), teacher_data()
+    treatment = gradmedic.treat(model, x, y, trial=True, trial_steps=30)
+    assert treatment.trial_before is not None and treatment.trial_before.healthy
+    assert treatment.settings == {} and treatment.applied == []
+    assert treatment.trial_after is treatment.trial_before
+
+
+def test_cli_treat_trial_writes_both_trials(cli_targets: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "treated"
+    status = main(["treat", f"{cli_targets}:diverging", "--trial", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "trial before" in printed and "trial after" in printed
+    before = Report.from_json((out / "trial_before.json").read_text())
+    after = Report.from_json((out / "trial_after.json").read_text())
+    assert "divergence" in before.kinds and after.score > before.score
+    assert status == (0 if after.healthy else 1)

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     cure.add_argument("target", metavar="TARGET", help="as for checkup")
     cure.add_argument("--allow", help="comma-separated remedy families: init,activation,normalization,"
                       "residual,recurrent,clipping (default: all)")  # fmt: skip
+    cure.add_argument("--trial", action="store_true",
+                      help="also trial the training (TARGET may return its optimizer), prove the result by "
+                      "a second trial; adds the learning rate, optimizer and clipping remedies")  # fmt: skip
     cure.add_argument("--out", metavar="DIR", default="gradmedic-treated",
                       help="where to write model.pt (treated state_dict), changes.json, reports")  # fmt: skip
     page = commands.add_parser(
@@ -207,7 +210,8 @@ def run_treat(args: argparse.Namespace) -> int:
 
     target = load_target(args.target)
     allow = args.allow.split(",") if args.allow else None
-    treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow)
+    treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow,
+                      optimizer=target.optimizer, trial=args.trial)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(treatment.model.state_dict(), out / "model.pt")
@@ -218,12 +222,16 @@ def run_treat(args: argparse.Namespace) -> int:
     print_report(treatment.before)
     print("\nAFTER")
     print_report(treatment.after)
+    if treatment.trial_before is not None and treatment.trial_after is not None:
+        treatment.trial_before.to_json(out / "trial_before.json")
+        treatment.trial_after.to_json(out / "trial_after.json")
     print("\n" + treatment.summary())
     print(
         f"\nwritten: {out / 'model.pt'} (load it into the treated architecture: gradmedic.treat(...).model), "
         f"{out / 'changes.json'}, {out / 'before.json'}, {out / 'after.json'}"
     )
-    return 0 if treatment.after.healthy else 1
+    trial_ok = treatment.trial_after is None or treatment.trial_after.healthy
+    return 0 if treatment.after.healthy and trial_ok else 1
 
 
 def run_checkup(args: argparse.Namespace) -> int:

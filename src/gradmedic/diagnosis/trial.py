@@ -87,6 +87,7 @@ class _Setup:
     optimizer: torch.optim.Optimizer | None
     scheduler: Any
     notes: list[str] = field(default_factory=list)
+    max_norm: float | None = None
 
 
 @dataclass
@@ -133,8 +134,23 @@ def trial(
             model's parameters, a scheduler without its optimizer, ``steps <= 0``.
         ModelError: the forward pass or the loss raised during the trial (with the step).
     """
+    return run_trial(model, data, loss_fn, optimizer, steps, scheduler=scheduler)
+
+
+def run_trial(
+    model: nn.Module,
+    data: Any,
+    loss_fn: LossFn | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    steps: int | None = None,
+    *,
+    scheduler: Any = None,
+    max_norm: float | None = None,
+) -> Report:
+    """:func:`trial`, with gradient clipping at ``max_norm`` in every run (``treat`` proves a
+    clipping remedy with it)."""
     require_module(model)
-    setup = _Setup(model, data, loss_fn, optimizer, scheduler)
+    setup = _Setup(model, data, loss_fn, optimizer, scheduler, max_norm=max_norm)
     _validate(setup, steps)
     if not _is_single(data) and isinstance(data, Iterator):  # a generator cannot start over: keep its batches
         setup.data = list(itertools.islice(data, steps or DEFAULT_STEPS))
@@ -348,6 +364,7 @@ def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: A
     loss.backward()
     if monitor is not None:
         monitor.step(loss)
+    max_norm = max_norm if max_norm is not None else setup.max_norm
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
@@ -525,6 +542,8 @@ def _report(setup: _Setup, init: Report, run: _Run, evidence: TrialEvidence) -> 
     notes = [*init.notes, *setup.notes]
     if setup.optimizer is None:
         notes.append("optimizer: none given, so Adam(lr=1e-3) (pass optimizer=... to try yours)")
+    if setup.max_norm is not None:
+        notes.append(f"gradient clipping at norm {setup.max_norm:.3g} before every step")
     ran = (
         f"trial: {len(run.loss)} step(s) of {evidence.optimizer} on a copy of the model ({run.seconds:.1f} s)"
     )
@@ -548,4 +567,4 @@ def _rng_kept() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
-__all__ = ["DEFAULT_STEPS", "build_optimizer", "curves", "trial", "trial_loss"]
+__all__ = ["DEFAULT_STEPS", "build_optimizer", "curves", "run_trial", "trial", "trial_loss"]

@@ -235,7 +235,7 @@ def rule_divergence(evidence: TrialEvidence) -> list[Finding]:
         verb = "became non-finite" if evidence.non_finite else f"grew more than {GREW:g}x"
         text += f"; the first layer whose {place[1]} values {verb}: {place[0]!r} (step {place[2]})"
     cause, remedies = _divergence_cause(evidence)
-    numbers = {"step": float(step), "start": start, "lr": evidence.lr}
+    numbers = {"step": float(step), "start": start, "lr": evidence.lr, **_what_worked(evidence)}
     return [Finding("divergence", Severity.CRITICAL, [place[0]] if place else [], text, cause, remedies,
                     numbers)]  # fmt: skip
 
@@ -279,6 +279,17 @@ def _divergence_cause(evidence: TrialEvidence) -> tuple[str, list[Remedy]]:
             f"finite and learning ({tried})"
         )
     return cause, [*remedies, catalog.lower_learning_rate() if best.change != "lr" else catalog.clipping()]
+
+
+def _what_worked(evidence: TrialEvidence, factor_above: float = 0.0) -> dict[str, float]:
+    """``lr_that_worked`` and ``clip_that_worked``: the settings of the mini-trials that fixed the run."""
+    worked: dict[str, float] = {}
+    for c in evidence.counterfactuals:
+        if c.fixed and c.change == "lr" and c.settings["factor"] > factor_above:
+            worked.setdefault("lr_that_worked", c.settings["lr"])
+        elif c.fixed and c.change == "clip":
+            worked.setdefault("clip_that_worked", c.settings["max_norm"])
+    return worked
 
 
 def _remedy_of(counterfactual: Counterfactual, optimizer: str) -> Remedy:
@@ -326,14 +337,15 @@ def rule_dying_units(evidence: TrialEvidence) -> list[Finding]:
     early, late, when = dying[worst]
     parts = [f"{n!r}: {a:.0%} -> {b:.0%} by step {s}" for n, (a, b, s) in dying.items()]
     text = f"units alive at the start died during the trial in {len(dying)} layer(s): " + "; ".join(parts)
-    cause, remedies = _dying_cause(evidence, worst)
+    cause, remedies, worked = _dying_cause(evidence, worst)
     severity = Severity.CRITICAL if late >= DEAD_CRITICAL else Severity.WARNING
-    numbers = {"worst": late, "newly_dead": late - early, "step": float(when)}
+    numbers = {"worst": late, "newly_dead": late - early, "step": float(when), **worked}
     return [Finding("dying_units", severity, list(dying), text, cause, remedies, numbers)]
 
 
-def _dying_cause(evidence: TrialEvidence, layer: str) -> tuple[str, list[Remedy]]:
+def _dying_cause(evidence: TrialEvidence, layer: str) -> tuple[str, list[Remedy], dict[str, float]]:
     causes: list[str] = []
+    worked: dict[str, float] = {}
     remedies = [catalog.leaky_activation(), catalog.he_init(), catalog.batch_norm()]
     drift = _drift(evidence, layer)
     if drift is not None and drift[1] - drift[0] <= -drift[2]:
@@ -348,9 +360,10 @@ def _dying_cause(evidence: TrialEvidence, layer: str) -> tuple[str, list[Remedy]
         causes.insert(0, f"learning rate: at lr={lower[0].settings['lr']:.3g} only {lower[0].newly_dead:.0%} "
                          f"of the units die instead of {dying[1] - dying[0]:.0%}")  # fmt: skip
         remedies.insert(0, _remedy_of(lower[0], evidence.optimizer))
+        worked["lr_that_worked"] = lower[0].settings["lr"]
     if not causes:
         causes.append("large updates push units below zero for every input (learning rate, init)")
-    return "; ".join(causes), remedies
+    return "; ".join(causes), remedies, worked
 
 
 def _drift(evidence: TrialEvidence, layer: str) -> tuple[float, float, float] | None:
@@ -419,7 +432,7 @@ def rule_not_decreasing(evidence: TrialEvidence) -> list[Finding]:
             f"learning rate too low: {evidence.optimizer} does not move the loss, while {higher[0].summary()}"
         )
         remedies.insert(0, _remedy_of(higher[0], evidence.optimizer))
-    numbers = {"early": early, "late": late, "noise": NOISE_SIGMAS * error}
+    numbers = {"early": early, "late": late, "noise": NOISE_SIGMAS * error, **_what_worked(evidence, 1.0)}
     return [Finding("loss_not_decreasing", Severity.WARNING, [], text, cause, remedies, numbers)]
 
 
