@@ -444,3 +444,30 @@ def test_cli_treat_trial_writes_both_trials(cli_targets: Path, tmp_path: Path, c
     after = Report.from_json((out / "trial_after.json").read_text())
     assert "divergence" in before.kinds and after.score > before.score
     assert status == (0 if after.healthy else 1)
+
+
+# -- the lab's early verdict -----------------------------------------------------------------------------
+
+
+def test_lab_cell_records_the_early_verdict_from_its_own_first_steps() -> None:
+    from gradmedic.lab.cell import run_cell
+    from gradmedic.lab.schema import CellResult, CellSpec
+
+    spec = CellSpec("depth", "digits", "mlp", "relu", {"depth": 2, "width": 32, "target": 0.8},
+                    seed=0, steps=40, lrs=(3e-3, 30.0), axis="depth")  # fmt: skip
+    result = run_cell(spec)
+    assert result.status == "ok", result.error
+    assert 0.0 < result.early_score <= result.score  # the best of the sweep: the healthy rate
+    again = CellResult.from_dict(result.to_dict())
+    assert again.early_score == result.early_score and again.early_findings == result.early_findings
+
+
+def test_lab_early_check_ranks_by_the_early_score() -> None:
+    from gradmedic.lab.schema import CellResult, CellSpec
+    from gradmedic.lab.scorecheck import early_score, score_check
+
+    spec = CellSpec("depth", "digits", "mlp", "tanh", {}, 0, 1, (0.1,))
+    cells = [
+        CellResult(spec, score=1.0, early_score=e, metric=m) for e, m in [(0.9, 0.95), (0.0, 0.2), (0.8, 0.9)]
+    ]
+    assert score_check(cells).auc == 0.5 and score_check(cells, early_score).auc == 1.0

@@ -554,6 +554,41 @@ def _report(setup: _Setup, init: Report, run: _Run, evidence: TrialEvidence) -> 
     return Report(findings, score, "trial", notes, init.layers, evidence.curves)
 
 
+def early_verdict(history: History, model: nn.Module, init_score: float, batch_size: int | None = None,
+                  losses: list[float] | None = None) -> tuple[float, list[str]]:  # fmt: skip
+    """The trial's score and finding kinds from a run's own first steps, recorded by a
+    :class:`Monitor` with :data:`MONITOR_OPTIONS` (no copy, no further run, no counterfactual).
+    ``losses``, when given, is the run's loss per step (with a last non-finite one the monitor
+    never closed a step for); else the monitor's.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=10.0)
+        >>> with Monitor(model, optimizer, **MONITOR_OPTIONS) as monitor:
+        ...     for _ in range(10):
+        ...         optimizer.zero_grad()
+        ...         loss = model(torch.ones(8, 4)).pow(2).mean() + 1
+        ...         loss.backward()
+        ...         monitor.step(loss)
+        ...         optimizer.step()
+        >>> score, kinds = early_verdict(monitor.history, model, 1.0)
+        >>> score, kinds[0]
+        (0.0, 'divergence')
+    """
+    base = evidence_from_history(history, model)
+    base.batch_size = batch_size
+    evidence = TrialEvidence(curves(history), non_finite=list(history.non_finite), base=base,
+                             batch_size=batch_size)  # fmt: skip
+    evidence.activations = {layer.name: layer.activation for layer in base.layers if layer.activation}
+    if losses is not None:
+        evidence.curves["loss"] = Curve(
+            list(range(len(losses))), ["loss"], np.array(losses, float).reshape(-1, 1)
+        )
+    return trial_score(evidence, init_score), [f.kind for f in run_trial_rules(evidence)]
+
+
 @contextlib.contextmanager
 def _rng_kept() -> Iterator[None]:
     """Leave torch's RNG state (CPU and CUDA) as found, whatever the runs inside draw."""
@@ -567,4 +602,4 @@ def _rng_kept() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda)
 
 
-__all__ = ["DEFAULT_STEPS", "build_optimizer", "curves", "run_trial", "trial", "trial_loss"]
+__all__ = ["DEFAULT_STEPS", "build_optimizer", "curves", "early_verdict", "run_trial", "trial", "trial_loss"]
