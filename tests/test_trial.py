@@ -471,3 +471,41 @@ def test_lab_early_check_ranks_by_the_early_score() -> None:
         CellResult(spec, score=1.0, early_score=e, metric=m) for e, m in [(0.9, 0.95), (0.0, 0.2), (0.8, 0.9)]
     ]
     assert score_check(cells).auc == 0.5 and score_check(cells, early_score).auc == 1.0
+
+
+# -- Hugging Face models with small random-init configs stay quiet -------------------------------------------
+
+
+def hf_case(name: str) -> tuple[nn.Module, dict[str, Tensor]]:
+    """A small random-init model from its config (no download) and one batch with its labels."""
+    transformers = pytest.importorskip("transformers")
+    ids = torch.randint(0, 100, (8, 16))
+    text = {"vocab_size": 100, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    image = {"pixel_values": torch.randn(8, 3, 16, 16), "labels": torch.randint(0, 3, (8,))}
+    if name == "bert":
+        config = transformers.BertConfig(hidden_size=32, num_labels=3, **text)
+        return transformers.BertForSequenceClassification(config), {"input_ids": ids, "labels": ids[:, 0] % 3}
+    if name == "gpt2":
+        config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=32)
+        return transformers.GPT2LMHeadModel(config), {"input_ids": ids, "labels": ids}
+    if name == "llama":
+        config = transformers.LlamaConfig(
+            hidden_size=32, num_key_value_heads=1, max_position_embeddings=32, **text
+        )
+        return transformers.LlamaForCausalLM(config), {"input_ids": ids, "labels": ids}
+    if name == "resnet":
+        config = transformers.ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3
+        )
+        return transformers.ResNetForImageClassification(config), image
+    layers = {k: v for k, v in text.items() if k != "vocab_size"}
+    config = transformers.ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_labels=3, **layers)
+    return transformers.ViTForImageClassification(config), image
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama", "resnet", "vit"])
+def test_hugging_face_models_with_adamw_give_no_trial_warning(name: str) -> None:
+    model, batch = hf_case(name)
+    report = gradmedic.trial(model, batch, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), steps=40)
+    assert "loss: the model's own output.loss" in report.notes
+    assert trial_alarms(report) == [], report.render()
