@@ -284,6 +284,8 @@ def test_divergence_step_and_loss_decreased() -> None:
     assert tr.divergence_step(np.array([2.0, 2.1, 1.9, 2.0, 2.2])) is None
     assert tr.divergence_step(np.array([2.0, 3.0, 4.5, 5.0, 6.0])) == 3  # median of 3.0, 4.5, 5.0 > 4
     assert tr.divergence_step(np.array([2.0, 2.1, np.nan])) == 2
+    assert tr.divergence_step(np.array([2.0, 2.0, 9.0, 9.0, 9.0, 1.5, 1.4, 1.3])) is None  # recovered
+    assert tr.divergence_step(np.array([2.0, 2.0, 9.0, 9.0, 9.0, 2.2, 2.3, 2.2])) == 3  # not back
     noisy = 2.0 + 0.3 * np.random.default_rng(0).standard_normal(100)
     assert not tr.loss_decreased(noisy)
     assert tr.loss_decreased(noisy - np.linspace(0, 1.5, 100))

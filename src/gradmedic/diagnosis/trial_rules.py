@@ -4,9 +4,11 @@ counterfactual mini-trials) to :class:`Finding` lists.
 Thresholds, and why (each from what a step of gradient descent does, not from any test set):
 
 * Divergence: the loss is not finite, or the median of :data:`WINDOW` consecutive losses is
-  more than :data:`RISE` (2) times the loss at initialization (step 0). Training steps
-  that leave the model twice as wrong as it was at random initialization are making it worse,
-  and a median over a window is not moved by one noisy batch. Critical: a divergent run is lost.
+  more than :data:`RISE` (2) times the loss at initialization (step 0), and the last ``WINDOW``
+  steps of the run are still above that start. Steps that make the model twice as wrong as it
+  was at random initialization, and after which it does not even get back to where it began, are
+  making it worse (a spike the run recovers from and ends better is not that); a median over a
+  window is not moved by one noisy batch. Critical: a divergent run is lost.
 * Exploding forward pass: a layer's output is not finite before any update (step 0): the model
   overflows by itself, whatever the learning rate.
 * Where it exploded: the first layer, in forward order, whose output (or, from the output side,
@@ -132,13 +134,17 @@ def _median(values: np.ndarray) -> float:
 
 
 def divergence_step(loss: np.ndarray) -> int | None:
-    """The first step where the loss is not finite or its window median exceeds RISE x the start."""
+    """The first step where the loss is not finite, or where its window median exceeds RISE x the
+    start *and* the last window of the run is still above the start (a spike the run recovers
+    from, ending better than it began, is not a divergence)."""
     bad = np.flatnonzero(~np.isfinite(loss))
     first_bad = int(bad[0]) if len(bad) else None
     if not len(loss) or not math.isfinite(float(loss[0])):
         return 0 if len(loss) else None
     start = float(loss[0])
     end = first_bad if first_bad is not None else len(loss)
+    if first_bad is None and not (start != 0 and _median(loss[-WINDOW:]) > start):
+        return None
     for step in range(WINDOW, end + 1):
         window = loss[step - WINDOW : step]
         if len(window) == WINDOW and _median(window) > RISE * abs(start) and start != 0:
@@ -495,13 +501,15 @@ PLATEAU_FACTOR = 0.5
 
 
 def trial_score(evidence: TrialEvidence, init_score: float) -> float:
-    """The init checkup's score, times the checkup's score formula on the trial's last steps,
-    times 0 for a divergence, ``1 - newly dead`` for dying units and PLATEAU_FACTOR for a loss
-    that did not decrease."""
+    """The checkup's score formula on the model as the trial left it (its last steps), times 0
+    for a divergence, ``1 - newly dead`` for dying units and PLATEAU_FACTOR for a loss that did
+    not decrease. ``init_score`` (the checkup's, at initialization) stands in only when the run
+    recorded no step: the model in training supersedes the model at initialization, and
+    multiplying both would count the same signal twice."""
     loss = evidence.loss
     if len(loss) and divergence_step(loss) is not None:
         return 0.0
-    score = init_score * rules.health_score(evidence.base)
+    score = rules.health_score(evidence.base) if evidence.base.layers else init_score
     dying = [late - early for early, late, _ in newly_dead(evidence).values()]
     score *= 1 - max([d for d in dying if d > 0], default=0.0)
     if len(loss) >= MIN_STEPS and not loss_decreased(loss):
