@@ -42,7 +42,7 @@ from ..errors import ConfigError, GradmedicError, ModelError, UnsupportedError
 from ..history import History
 from ..layers import require_module
 from ..monitor import Monitor
-from .checkup import call_model, checkup, compute_loss
+from .checkup import batch_size, call_model, checkup, compute_loss
 from .evidence import MODULE_ACTIVATION, evidence_from_history
 from .findings import Curve, Report
 from .trial_rules import (
@@ -403,11 +403,14 @@ def _checkup(setup: _Setup, batch: _Batch) -> Report:
         raise type(error)(f"trial step 0 (the checkup): {error}") from error.__cause__ or error
 
 
-def _describe(optimizer: torch.optim.Optimizer) -> str:
+def _describe(optimizer: torch.optim.Optimizer | None) -> tuple[str, float]:
+    """The optimizer in words (its first group's main settings) and its first group's rate."""
+    if optimizer is None:
+        return "Adam(lr=0.001)", 1e-3
     group = optimizer.param_groups[0]
     keys = [k for k in ("lr", "momentum", "weight_decay", "alpha", "betas") if group.get(k)]
     values = [f"{k}={group[k]:.3g}" if isinstance(group[k], float) else f"{k}={group[k]}" for k in keys]
-    return f"{type(optimizer).__name__}({', '.join(values)})"
+    return f"{type(optimizer).__name__}({', '.join(values)})", float(group["lr"])
 
 
 def _evidence(setup: _Setup, run: _Run, first: _Batch) -> TrialEvidence:
@@ -415,17 +418,15 @@ def _evidence(setup: _Setup, run: _Run, first: _Batch) -> TrialEvidence:
     assert history is not None
     base = evidence_from_history(history, run.model)
     _drop_unowned(base, setup, run.model)
-    optimizer = build_optimizer(setup, _copy(setup.model))
-    from .checkup import batch_size
-
+    described, lr = _describe(setup.optimizer)
     base.batch_size = batch_size(first.inputs)
     return TrialEvidence(
         curves=curves(history),
         activations={layer.name: layer.activation for layer in base.layers if layer.activation},
         non_finite=list(history.non_finite),
         base=base,
-        optimizer=_describe(optimizer),
-        lr=float(optimizer.param_groups[0]["lr"]),
+        optimizer=described,
+        lr=lr,
         batch_size=base.batch_size,
     )
 
