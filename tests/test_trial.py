@@ -102,6 +102,24 @@ def test_error_in_the_users_loss_names_the_step_and_leaves_the_model() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_error_in_the_users_forward_names_the_step() -> None:
+    class Flaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.calls = relu_mlp(2), 0
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.calls += 1  # counted on each copy: the trial copy's third call is step 2
+            if self.calls == 3:
+                raise ValueError("bad batch")
+            return self.net(x)
+
+    model = Flaky()
+    with pytest.raises(ModelError, match=r"trial step 2: .*ValueError.*bad batch"):
+        gradmedic.trial(model, teacher_data(), steps=5)
+    assert model.calls == 0 and not model.net[0]._forward_hooks
+
+
 # -- the optimizer is rebuilt on the copy --------------------------------------------------------
 
 
