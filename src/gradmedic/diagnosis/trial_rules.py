@@ -501,15 +501,14 @@ PLATEAU_FACTOR = 0.5
 
 
 def trial_score(evidence: TrialEvidence, init_score: float) -> float:
-    """The checkup's score formula on the model as the trial left it (its last steps), times 0
-    for a divergence, ``1 - newly dead`` for dying units and PLATEAU_FACTOR for a loss that did
-    not decrease. ``init_score`` (the checkup's, at initialization) stands in only when the run
-    recorded no step: the model in training supersedes the model at initialization, and
-    multiplying both would count the same signal twice."""
+    """The init checkup's score, times the checkup's score formula on the trial's last steps,
+    times 0 for a divergence, ``1 - newly dead`` for dying units and PLATEAU_FACTOR for a loss
+    that did not decrease. The init score stays in: it holds what the trial does not record (the
+    signal through time of recurrent layers), and a model is no better than its worse look."""
     loss = evidence.loss
     if len(loss) and divergence_step(loss) is not None:
         return 0.0
-    score = rules.health_score(evidence.base) if evidence.base.layers else init_score
+    score = init_score * rules.health_score(evidence.base)
     dying = [late - early for early, late, _ in newly_dead(evidence).values()]
     score *= 1 - max([d for d in dying if d > 0], default=0.0)
     if len(loss) >= MIN_STEPS and not loss_decreased(loss):
