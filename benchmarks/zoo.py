@@ -39,13 +39,17 @@ LABELS = Path(__file__).resolve().parent / "zoo" / "labels.json"
 CHECKUP_ROWS = 64
 #: The findings that name each zoo class's failure: a flag for another reason is counted as a flag,
 #: and separately as not naming the failure ("right kind"). Class ``other`` accepts any finding.
+#: The trial's kinds (``gradmedic.diagnosis.trial_rules.TRIAL_KINDS``) sit beside the checkup's: a
+#: divergence names an exploding run or a rate too high, ``dying_units`` dying units, and so on.
 MATCHING = {
     "vanishing": {"vanishing_gradient", "vanishing_through_time", "precision_underflow", "stalled_layers",
-                  "too_deep", "saturated_activations", "denormal_slowdown"},
-    "exploding": {"exploding_gradient", "exploding_through_time", "non_finite"},
-    "dying": {"dead_units"},
-    "saturation": {"saturated_activations", "vanishing_gradient"},
-    "lr_optimizer": {"non_finite", "exploding_gradient", "loss_plateau", "stalled_layers"},
+                  "too_deep", "saturated_activations", "denormal_slowdown", "vanishing_developing"},
+    "exploding": {"exploding_gradient", "exploding_through_time", "non_finite", "divergence",
+                  "exploding_forward", "exploding_developing"},
+    "dying": {"dead_units", "dying_units"},
+    "saturation": {"saturated_activations", "vanishing_gradient", "saturation_growing"},
+    "lr_optimizer": {"non_finite", "exploding_gradient", "loss_plateau", "stalled_layers", "divergence",
+                     "loss_not_decreasing"},
 }  # fmt: skip
 
 
