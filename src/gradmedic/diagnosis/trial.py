@@ -286,9 +286,21 @@ def build_optimizer(setup: _Setup, model: nn.Module, lr_factor: float = 1.0) -> 
         except TypeError:  # a constructor that does not take every default by name
             new = kind(groups)
         new.load_state_dict(copy.deepcopy(user.state_dict()))
-    for group in new.param_groups:
-        group["lr"] = group["lr"] * lr_factor
+    if lr_factor != 1.0:
+        for group in new.param_groups:
+            group["lr"] = scaled_rate(group["lr"], lr_factor)
     return new
+
+
+def scaled_rate(lr: float, factor: float) -> float:
+    """``lr * factor`` without the binary rounding noise a user would then read and copy
+    (0.1 x 0.1 is 0.010000000000000002 in floating point: 0.01 here).
+
+    Example:
+        >>> scaled_rate(0.1, 0.1), scaled_rate(3e-4, 10)
+        (0.01, 0.003)
+    """
+    return float(f"{lr * factor:.12g}")
 
 
 def _build_scheduler(setup: _Setup, optimizer: torch.optim.Optimizer) -> Any:
@@ -522,7 +534,7 @@ def _counterfactuals(setup: _Setup, evidence: TrialEvidence, ran: int) -> list[C
 def _lr_trial(setup: _Setup, evidence: TrialEvidence, factor: float, steps: int,
               monitored: bool = False) -> Counterfactual:  # fmt: skip
     run = _run(setup, steps, monitored=monitored, lr_factor=factor)
-    rate = evidence.lr * factor
+    rate = scaled_rate(evidence.lr, factor)
     found = Counterfactual("lr", f"learning rate {rate:.3g} (x{factor:g})", {"lr": rate, "factor": factor},
                            np.array(run.loss))  # fmt: skip
     if run.history is not None:
