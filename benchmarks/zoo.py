@@ -34,19 +34,28 @@ from zoo.training import TRAINS, confirm, fit
 
 import gradmedic
 from gradmedic.diagnosis import Severity
+from gradmedic.remedies.training import optimizer_for
 
 LABELS = Path(__file__).resolve().parent / "zoo" / "labels.json"
 CHECKUP_ROWS = 64
 #: The findings that name each zoo class's failure: a flag for another reason is counted as a flag,
 #: and separately as not naming the failure ("right kind"). Class ``other`` accepts any finding.
+#: The trial's kinds (``gradmedic.diagnosis.trial_rules.TRIAL_KINDS``) sit beside the checkup's: a
+#: divergence names an exploding run or a rate too high, ``dying_units`` dying units, and so on.
 MATCHING = {
     "vanishing": {"vanishing_gradient", "vanishing_through_time", "precision_underflow", "stalled_layers",
-                  "too_deep", "saturated_activations", "denormal_slowdown"},
-    "exploding": {"exploding_gradient", "exploding_through_time", "non_finite"},
-    "dying": {"dead_units"},
-    "saturation": {"saturated_activations", "vanishing_gradient"},
-    "lr_optimizer": {"non_finite", "exploding_gradient", "loss_plateau", "stalled_layers"},
+                  "too_deep", "saturated_activations", "denormal_slowdown", "vanishing_developing"},
+    "exploding": {"exploding_gradient", "exploding_through_time", "non_finite", "divergence",
+                  "exploding_forward", "exploding_developing"},
+    "dying": {"dead_units", "dying_units"},
+    "saturation": {"saturated_activations", "vanishing_gradient", "saturation_growing"},
+    "lr_optimizer": {"non_finite", "exploding_gradient", "loss_plateau", "stalled_layers", "divergence",
+                     "loss_not_decreasing"},
 }  # fmt: skip
+
+
+#: The treatments measured: ``treat`` alone, and with ``--trial`` also ``treat(..., trial=True)``.
+TREATMENTS = ("treat", "treat_trial")
 
 
 class UsageError(Exception):
@@ -104,6 +113,27 @@ def run_treat(case: Case) -> dict:
     x, y = first_rows(setup, 256)
     with precision(setup):
         treatment = gradmedic.treat(setup.model, x, y, setup.loss_fn, suggest_lr=False)
+    return retrained(setup, treatment)
+
+
+def run_treat_with_trial(case: Case) -> dict:
+    """Treat the reported model given the case's optimizer, proved by a second trial
+    (``treat(..., optimizer=, trial=True)``), then retrain it with the settings the trial proved
+    (the optimizer class and rate, clipping), or the case's own where it proved none."""
+    setup = case.build(0)
+    x, y = first_rows(setup, 256)
+    user = setup.optimizer(setup.model.parameters(), setup.lr)
+    with precision(setup):
+        treatment = gradmedic.treat(setup.model, x, y, setup.loss_fn, optimizer=user, trial=True)
+    if treatment.settings:
+        settings = dict(treatment.settings)
+        setup.optimizer = lambda params, lr: optimizer_for(setup.model, settings, user)
+        setup.clip = settings.get("max_norm", setup.clip)
+    return {**retrained(setup, treatment), "settings": {k: str(v) for k, v in treatment.settings.items()}}
+
+
+def retrained(setup: Setup, treatment: gradmedic.Treatment) -> dict:
+    """Train ``treatment.model`` in ``setup`` (its clipping too): does the treated case train now?"""
     setup.model = treatment.model
     if treatment.clip_norm is not None:
         setup.clip = treatment.clip_norm
@@ -175,8 +205,10 @@ def describe(key: str, value: dict) -> str:
     """One measurement in a few words: the error, FLAG/ok with the findings, or the treated score."""
     if "error" in value:
         return f"ERROR {value['error']}"
-    if key == "treat":
-        return f"learned {value['learned']:.2f}"
+    if key in TREATMENTS:
+        return f"learned {value['learned']:.2f}" + (
+            f" with {value['settings']}" if value.get("settings") else ""
+        )
     findings = ", ".join(value["kinds"]) or "-"
     return f"{'FLAG' if value['flagged'] else 'ok  '} layers={value['layers']:<3} {findings}"
 
@@ -213,9 +245,10 @@ def summarise(rows: dict, labels: dict) -> dict:
                     "" if key == "torchmortem" else f" (right kind {sum(names_it(kind, v) for v in seen)})"
                 )
                 entry[key] = f"{flagged}/{len(seen)}{right}"
-        treats = [rows[c.id]["treat"].get("trains") for c in cases if "treat" in rows.get(c.id, {})]
-        if treats:
-            entry["treat_trains"] = f"{sum(bool(t) for t in treats)}/{len(treats)}"
+        for key in TREATMENTS:
+            treats = [rows[c.id][key].get("trains") for c in cases if key in rows.get(c.id, {})]
+            if treats:
+                entry[f"{key}_trains"] = f"{sum(bool(t) for t in treats)}/{len(treats)}"
         summary["recall"][kind] = entry
     healthy = [c for c in ALL if c.healthy and label_of(c, labels) == "trains" and c.id in rows]
     for key in ("checkup", "trial", "torchmortem"):
@@ -317,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             row["torchmortem"] = guarded(run_torchmortem, case)
         if args.treat and label == "sick":
             row["treat"] = guarded(run_treat, case)
+            if args.trial:
+                row["treat_trial"] = guarded(run_treat_with_trial, case)
         rows[case.id] = row
         print(row_line(case, label, row), flush=True)
     summary = summarise(rows, labels)

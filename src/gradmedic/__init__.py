@@ -1,6 +1,7 @@
 """gradmedic: find, explain and treat vanishing and exploding gradients in PyTorch models.
 
-Check a model up before training (one forward/backward pass), with :func:`checkup`; watch it
+Check a model up before training (one forward/backward pass), with :func:`checkup`; try the
+training you will run on a copy of it (a short run, read by rules), with :func:`trial`; watch it
 while it trains with :func:`watch`; ``Monitor.diagnose()`` names what went wrong.
 
 Watch a model while it trains::
@@ -17,7 +18,7 @@ Watch a model while it trains::
 """
 
 from ._version import __version__
-from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose
+from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose, trial
 from .errors import ConfigError, GradmedicError, ModelError, UnsupportedError
 from .history import History
 from .monitor import Monitor, watch
@@ -56,6 +57,7 @@ __all__ = [
     "Severity",
     "checkup",
     "diagnose",
+    "trial",
     "GradmedicError",
     "History",
     "ModelError",

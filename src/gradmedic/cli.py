@@ -67,12 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     check.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
+    add_trial_parser(commands)
     cure = commands.add_parser(
         "treat", help="apply remedies to a copy of a model of yours and prove them with a second checkup"
     )
     cure.add_argument("target", metavar="TARGET", help="as for checkup")
     cure.add_argument("--allow", help="comma-separated remedy families: init,activation,normalization,"
                       "residual,recurrent,clipping (default: all)")  # fmt: skip
+    cure.add_argument("--trial", action="store_true",
+                      help="also trial the training (TARGET may return its optimizer), prove the result by "
+                      "a second trial; adds the learning rate, optimizer and clipping remedies")  # fmt: skip
     cure.add_argument("--out", metavar="DIR", default="gradmedic-treated",
                       help="where to write model.pt (treated state_dict), changes.json, reports")  # fmt: skip
     page = commands.add_parser(
@@ -110,6 +114,42 @@ def run_script_command(args: argparse.Namespace) -> int:
 
     options = {"every": args.every} if args.every else {}
     return run_script(args.script, args.script_args, args.out, options, live=args.live).status
+
+
+def add_trial_parser(commands: Any) -> None:
+    """``gradmedic trial TARGET [--steps N] [--json PATH] [--markdown PATH]``."""
+    trial = commands.add_parser(
+        "trial",
+        help="the checkup, then a short run of your training on a copy of the model, then the diagnosis",
+    )
+    trial.add_argument(
+        "target",
+        metavar="TARGET",
+        help="as for checkup; may also return its optimizer (5th item or 'optimizer')",
+    )
+    trial.add_argument(
+        "--steps", type=_positive_int, help="training steps (default: gradmedic chooses, ~100)"
+    )
+    trial.add_argument("--json", metavar="PATH", help="also write the report (with its curves) as JSON")
+    trial.add_argument("--markdown", metavar="PATH", help="also write the report as Markdown")
+
+
+def run_trial(args: argparse.Namespace) -> int:
+    """``gradmedic trial TARGET``: print the trial's report; exit 1 when the run is not healthy."""
+    from .diagnosis import print_report, trial
+    from .targets import load_target
+
+    for path in (args.json, args.markdown):
+        _writable_file(path)
+    target = load_target(args.target)
+    data = (target.inputs, target.targets)
+    report = trial(target.model, data, target.loss_fn, target.optimizer, args.steps)
+    if args.json:
+        report.to_json(args.json)
+    if args.markdown:
+        Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
+    print_report(report)
+    return 0 if report.healthy else 1
 
 
 #: The lab's studies, for the help text (``gradmedic.lab.studies.STUDIES``, not imported here).
@@ -225,7 +265,8 @@ def run_treat(args: argparse.Namespace) -> int:
     allow = [name.strip() for name in args.allow.split(",")] if args.allow is not None else None
     _creatable_folder(args.out)
     target = load_target(args.target)
-    treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow)
+    treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow,
+                      optimizer=target.optimizer, trial=args.trial)  # fmt: skip
     out = _writable_folder(args.out)
     torch.save(treatment.model.state_dict(), out / "model.pt")
     (out / "changes.json").write_text(json.dumps([c.to_dict() for c in treatment.changes], indent=2) + "\n")
@@ -235,12 +276,16 @@ def run_treat(args: argparse.Namespace) -> int:
     print_report(treatment.before)
     print("\nAFTER")
     print_report(treatment.after)
+    if treatment.trial_before is not None and treatment.trial_after is not None:
+        treatment.trial_before.to_json(out / "trial_before.json")
+        treatment.trial_after.to_json(out / "trial_after.json")
     print("\n" + treatment.summary())
     print(
         f"\nwritten: {out / 'model.pt'} (load it into the treated architecture: gradmedic.treat(...).model), "
         f"{out / 'changes.json'}, {out / 'before.json'}, {out / 'after.json'}"
     )
-    return 0 if treatment.after.healthy else 1
+    trial_ok = treatment.trial_after is None or treatment.trial_after.healthy
+    return 0 if treatment.after.healthy and trial_ok else 1
 
 
 def run_checkup(args: argparse.Namespace) -> int:
@@ -303,6 +348,7 @@ def _can_write(path: Path) -> bool:
 
 COMMANDS = {
     "checkup": run_checkup,
+    "trial": run_trial,
     "treat": run_treat,
     "report": run_report,
     "lab": run_lab_command,

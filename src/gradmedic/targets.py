@@ -2,7 +2,8 @@
 
 The function takes no argument and returns the model and an example batch, as a tuple
 ``(model, inputs)``, ``(model, inputs, targets)`` or ``(model, inputs, targets, loss_fn)``, or as a
-dict with those keys.
+dict with those keys. For ``gradmedic trial`` it may also return the optimizer it trains with, as
+a fifth element or the dict key ``optimizer``.
 
 Example:
     >>> target = load_target("gradmedic.demo:sick_example")
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
@@ -33,6 +35,7 @@ class Target:
     inputs: Any
     targets: Tensor | None = None
     loss_fn: Callable[..., Tensor] | None = None
+    optimizer: Any = None
 
 
 def load_target(spec: str) -> Target:
@@ -85,14 +88,19 @@ def _import(where: str) -> Any:
 
 def _as_target(value: Any, spec: str) -> Target:
     if isinstance(value, dict):
-        unknown = set(value) - {"model", "inputs", "targets", "loss_fn"}
+        unknown = set(value) - {"model", "inputs", "targets", "loss_fn", "optimizer"}
         if unknown or "model" not in value or "inputs" not in value:
             raise ConfigError(
                 f"{spec} returned a dict with keys {sorted(value)}: use model, inputs[, targets, loss_fn]"
             )
         target = Target(**value)
-    elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 4:
+    elif isinstance(value, (tuple, list)) and 2 <= len(value) <= 5 and _optimizer_or_absent(value):
         target = Target(*value)
+    elif isinstance(value, (tuple, list)) and len(value) == 5:
+        raise ConfigError(
+            f"{spec} returned {type(value).__name__} whose fifth item is a {type(value[4]).__name__}: "
+            "the fifth item is the optimizer (a torch.optim.Optimizer built on model.parameters())"
+        )
     else:
         raise ConfigError(
             f"{spec} returned {type(value).__name__}: return (model, inputs[, targets[, loss_fn]]) or a dict"
@@ -102,3 +110,8 @@ def _as_target(value: Any, spec: str) -> Target:
             f"{spec} returned a {type(target.model).__name__} as the model: return an nn.Module first"
         )
     return target
+
+
+def _optimizer_or_absent(value: tuple[Any, ...] | list[Any]) -> bool:
+    """A fifth item, when there is one, is the optimizer."""
+    return len(value) < 5 or isinstance(value[4], torch.optim.Optimizer)

@@ -6,15 +6,20 @@ JSON schema of a report (``Report.to_json``)::
 
     {
       "format": "gradmedic.report", "version": 1,
-      "source": "checkup" | "monitor",
+      "source": "checkup" | "monitor" | "trial",
       "score": float in [0, 1], "healthy": bool, "raw_score": float | null,
       "notes": [str, ...],
       "layers": [{"name", "type", "signal_rms", "weight_grad_norm", "activation",
                   "saturated", "dead"}, ...],          # parametrised layers, forward order
       "findings": [{"kind", "severity": "info" | "warning" | "critical", "layers": [str],
                     "evidence": str, "cause": str, "numbers": {str: float},
-                    "remedies": [{"family", "name", "why", "code", "automatic"}]}]
+                    "remedies": [{"family", "name", "why", "code", "automatic"}]}],
+      "curves": {name: {"steps": [int], "columns": [str], "values": [[float]]}}  # trial only
     }
+
+A trial's report (``source: "trial"``) carries the per-step curves of its run: ``loss``,
+``signal_rms``, ``dead``, ``saturated`` (of the activation after each layer), ``pre_mean`` and
+``pre_std`` (each layer's output) and ``update_ratio``; one column per layer (``loss``: one).
 
 Numbers that are not finite are written as ``null``.
 
@@ -32,6 +37,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..errors import ConfigError
 
@@ -164,6 +171,36 @@ class LayerSummary:
 
 
 @dataclass
+class Curve:
+    """One per-step series of a trial: recorded steps, column names, one row of values per step.
+
+    Example:
+        >>> import numpy as np
+        >>> curve = Curve([0, 1], ["loss"], np.array([[2.0], [np.nan]]))
+        >>> Curve.from_dict(curve.to_dict()).values[:, 0].tolist()
+        [2.0, nan]
+    """
+
+    steps: list[int]
+    columns: list[str]
+    values: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        """The values of one column, one per recorded step."""
+        return self.values[:, self.columns.index(name)]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [[_finite_or_none(float(v)) for v in row] for row in self.values]
+        return {"steps": list(self.steps), "columns": list(self.columns), "values": rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Curve:
+        rows = [[math.nan if v is None else float(v) for v in row] for row in data["values"]]
+        values = np.array(rows, dtype=float).reshape(len(rows), len(data["columns"]))
+        return cls([int(s) for s in data["steps"]], [str(c) for c in data["columns"]], values)
+
+
+@dataclass
 class Report:
     """The answer of a checkup or a diagnosis.
 
@@ -172,11 +209,13 @@ class Report:
         score: health score in [0, 1]: how likely the model is to train as it is, made to agree
             with the verdict (see :func:`agreeing_score`): at least 0.5 when healthy, at most
             0.49 when not.
-        source: ``"checkup"`` (one forward/backward pass) or ``"monitor"`` (a training run).
+        source: ``"checkup"`` (one forward/backward pass), ``"monitor"`` (a training run) or
+            ``"trial"`` (:func:`gradmedic.trial`: the checkup and a short run on a copy).
         notes: how the numbers were obtained (e.g. the surrogate loss used).
         layers: the per-layer numbers the findings refer to, in forward order.
         raw_score: the estimate before it was made to agree with the verdict (what ``treat``
             compares and the lab calibrates); NaN when not known.
+        curves: a trial's per-step series by name (see the module docstring); empty otherwise.
     """
 
     findings: list[Finding]
@@ -185,6 +224,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     layers: list[LayerSummary] = field(default_factory=list)
     raw_score: float = math.nan
+    curves: dict[str, Curve] = field(default_factory=dict)
 
     @property
     def progress_score(self) -> float:
@@ -219,6 +259,7 @@ class Report:
                 for layer in self.layers
             ],
             "findings": [f.to_dict() for f in self.findings],
+            **({"curves": {name: c.to_dict() for name, c in self.curves.items()}} if self.curves else {}),
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -265,6 +306,7 @@ class Report:
                 notes=list(data.get("notes", [])),
                 layers=[LayerSummary.from_dict(item) for item in data.get("layers", [])],
                 raw_score=math.nan if data.get("raw_score") is None else float(data["raw_score"]),
+                curves={name: Curve.from_dict(c) for name, c in data.get("curves", {}).items()},
             )
         except KeyError as error:
             raise ConfigError(f"a damaged gradmedic report: the field {error.args[0]!r} is missing") from None

@@ -14,7 +14,11 @@
    the training data (``spec.steps`` Adam steps by default, batches of 64) and scored on the
    validation data; the rate with the best validation score wins, and its run gives the
    learning curve (mean training loss per window and test score at 16 checkpoints), the final
-   test score and the steps to the study's target.
+   test score and the steps to the study's target;
+4. the trial's early verdict: each run is watched by a :class:`~gradmedic.Monitor` for its first
+   :data:`EARLY_FRACTION` of steps (it observes and changes nothing), and
+   :func:`gradmedic.diagnosis.trial.early_verdict` scores them; the cell keeps the best over the
+   sweep (``early_score``, ``early_findings``).
 
 Training remedies come from ``params``: ``optimizer`` (:func:`gradmedic.training.make_optimizer`)
 and ``clip`` (``norm``/``value``/``agc``, :func:`gradmedic.clip_gradients` with ``max_norm``,
@@ -45,6 +49,8 @@ from torch import Tensor, nn
 
 from ..diagnosis import Report, checkup
 from ..diagnosis.evidence import time_evidence
+from ..diagnosis.trial import MONITOR_OPTIONS, early_verdict
+from ..history import History
 from ..monitor import Monitor
 from ..remedies import clip_gradients, treat
 from ..training import make_optimizer
@@ -54,6 +60,8 @@ from .schema import CellResult, CellSpec
 
 BATCH = 64
 CHECKUP_BATCH = 128
+#: The share of each run's steps the early trial verdict reads (the issue: at most 10 %).
+EARLY_FRACTION = 0.1
 CHECKPOINTS = 15
 TREAT_CLIP = "norm"
 
@@ -69,6 +77,8 @@ class Run:
     loss: list[float] = field(default_factory=list)
     metric: list[float] = field(default_factory=list)
     last_loss: float = math.inf
+    history: History | None = None
+    early_loss: list[float] = field(default_factory=list)
 
     def rank(self) -> tuple[float, float]:
         """Best validation score first; ties broken by the lower final training loss."""
@@ -112,6 +122,7 @@ def measure(spec: CellSpec, result: CellResult) -> None:
     result.time_signal = time_signal(model, x, y, data)
     result.metric_name = data.metric_name
     runs = [train(copy.deepcopy(model), data, spec, lr, clip) for lr in spec.lrs]
+    record_early(result, runs, model)
     best = max(runs, key=Run.rank)
     result.lr, result.metric = best.lr, best.test
     result.by_lr = {repr(run.lr): run.val for run in runs}
@@ -127,6 +138,20 @@ def record_checkup(result: CellResult, report: Report) -> None:
     result.findings = list(report.kinds)
     result.layer_names = [layer.name for layer in report.layers]
     result.signal = [float(layer.signal_rms) for layer in report.layers]
+
+
+def record_early(result: CellResult, runs: list[Run], model: nn.Module) -> None:
+    """The trial's verdict from each run's first steps; the cell keeps the best over the sweep
+    (a user would train at the rate whose first steps look best)."""
+    verdicts = [
+        early_verdict(run.history, model, result.score, BATCH, run.early_loss)
+        for run in runs
+        if run.history is not None
+    ]
+    if verdicts:
+        result.early_score, result.early_findings = max(verdicts, key=lambda v: v[0])
+    for run in runs:
+        run.history = None
 
 
 def time_signal(model: nn.Module, x: Tensor, y: Tensor, data: TaskData) -> list[float] | None:
@@ -174,7 +199,11 @@ def train(model: nn.Module, data: TaskData, spec: CellSpec, lr: float, clip: str
     train_set, test = data.fit, data.final
     marks, losses, run = checkpoints(spec.steps), [], Run(lr)
     model.train()
+    early = max(round(EARLY_FRACTION * spec.steps), 1)
+    monitor = Monitor(model, optimizer, **MONITOR_OPTIONS).attach()  # observes, changes nothing
     for step in range(spec.steps):
+        if step == early:
+            run.history = _detached(monitor)
         if step in marks:
             run.steps.append(step)
             run.metric.append(data.metric(model, test.x_test, test.y_test))
@@ -185,9 +214,19 @@ def train(model: nn.Module, data: TaskData, spec: CellSpec, lr: float, clip: str
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if monitor.attached:
+            monitor.step(loss)
         optimizer.step()
+    if run.history is None:
+        run.history = _detached(monitor)
+    run.early_loss = losses[:early]
     finish(run, model, data, losses, spec.steps)
     return run
+
+
+def _detached(monitor: Monitor) -> History:
+    monitor.detach()
+    return monitor.history
 
 
 def clip_options(params: dict[str, Any]) -> dict[str, float]:

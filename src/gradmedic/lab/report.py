@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ from pathlib import Path
 from . import sections
 from .document import Block, Picture, to_html, to_markdown
 from .schema import CellResult
-from .scorecheck import score_check
+from .scorecheck import early_score, score_check
 from .store import ResultStore
 from .summary import summarize
 from .tables import write_tables
@@ -104,6 +105,10 @@ def build(results: Sequence[CellResult], out: Path, notes: Sequence[str] = ()) -
     blocks += sections.facts(results, studies, out, notes)
     blocks += sections.seed_answered(studies)
     blocks += sections.score_section(results, check, studies)
+    early = score_check(results, early_score)
+    blocks += sections.early_section(
+        score_check([r for r in results if math.isfinite(r.early_score)]), early, studies
+    )
     for study in studies:
         blocks += sections.study_section(study)
     blocks += sections.failed_section(results)

@@ -152,6 +152,10 @@ class CellResult:
         metric: final test metric of the chosen run, in [0, 1].
         steps_to_target: the first of ``curve_steps`` where ``curve_metric`` reached the study's
             target, or None.
+        early_score: the trial's score from the first :data:`~gradmedic.lab.cell.EARLY_FRACTION`
+            of each swept run's steps (:func:`gradmedic.diagnosis.trial.early_verdict`), the best
+            over the sweep; NaN for cells recorded before it existed.
+        early_findings: the trial's finding kinds of the run with that best early score.
         wall_time: seconds the cell took, sweep included.
         versions: library versions (see :func:`versions`).
     """
@@ -173,6 +177,8 @@ class CellResult:
     metric_name: str = "accuracy"
     metric: float = math.nan
     steps_to_target: int | None = None
+    early_score: float = math.nan
+    early_findings: list[str] = field(default_factory=list)
     wall_time: float = 0.0
     versions: dict[str, str] = field(default_factory=versions)
 
@@ -190,7 +196,7 @@ class CellResult:
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
         fields = dict(data)
         fields["spec"] = CellSpec.from_dict(fields["spec"])
-        for name in ("score", "lr", "metric"):
+        for name in ("score", "lr", "metric", "early_score"):
             fields[name] = math.nan if fields.get(name) is None else float(fields[name])
         for name in ("signal", "curve_loss", "curve_metric"):
             fields[name] = [math.nan if v is None else float(v) for v in fields.get(name) or []]

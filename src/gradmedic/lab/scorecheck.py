@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,20 +105,35 @@ class ScoreCheck:
     best: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
-def _discordant(scored: list[CellResult], labels: list[bool]) -> tuple[list[CellResult], list[CellResult]]:
+def _discordant(
+    scored: list[CellResult], labels: list[bool], score: Callable[[CellResult], float]
+) -> tuple[list[CellResult], list[CellResult]]:
     """Cells the score ranks wrongly: those that did not train but scored at least as high as some
     cell that trained (highest first), and those that trained but scored at most as high as some
     cell that did not (lowest first)."""
-    positives = [r.score for r, t in zip(scored, labels) if t]
-    negatives = [r.score for r, t in zip(scored, labels) if not t]
+    positives = [score(r) for r, t in zip(scored, labels) if t]
+    negatives = [score(r) for r, t in zip(scored, labels) if not t]
     low, high = min(positives, default=math.inf), max(negatives, default=-math.inf)
-    failed = sorted((r for r, t in zip(scored, labels) if not t and r.score >= low), key=lambda r: -r.score)
-    passed = sorted((r for r, t in zip(scored, labels) if t and r.score <= high), key=lambda r: r.score)
+    failed = sorted((r for r, t in zip(scored, labels) if not t and score(r) >= low), key=lambda r: -score(r))
+    passed = sorted((r for r, t in zip(scored, labels) if t and score(r) <= high), key=score)
     return failed, passed
 
 
-def score_check(results: Sequence[CellResult]) -> ScoreCheck:
-    """The health-score check over ``results`` (see the module doc).
+def init_score(result: CellResult) -> float:
+    """The checkup's health score at initialization."""
+    return result.score
+
+
+def early_score(result: CellResult) -> float:
+    """The trial's score from the first 10 % of the cell's training steps."""
+    return result.early_score
+
+
+def score_check(
+    results: Sequence[CellResult], score: Callable[[CellResult], float] = init_score
+) -> ScoreCheck:
+    """The health-score check over ``results`` (see the module doc); ``score`` reads the score to
+    check from a cell (:func:`init_score`, or :func:`early_score` for the trial's early verdict).
 
     Example:
         >>> from gradmedic.lab.schema import CellResult, CellSpec
@@ -131,16 +146,16 @@ def score_check(results: Sequence[CellResult]) -> ScoreCheck:
         ([0.7], [0.5])
     """
     best = targets(results)
-    scored = [r for r in results if r.ok and math.isfinite(r.score)]
+    scored = [r for r in results if r.ok and math.isfinite(score(r))]
     labels = [trained(r, best) for r in scored]
-    unscored = sum(1 for r in results if r.ok and not math.isfinite(r.score))
-    failed, passed = _discordant(scored, labels)
+    unscored = sum(1 for r in results if r.ok and not math.isfinite(score(r)))
+    failed, passed = _discordant(scored, labels, score)
     by_study = {}
     for study, cells in group(scored, lambda r: r.spec.study).items():
         marks = [trained(r, best) for r in cells]
-        by_study[study] = (auc([r.score for r in cells], marks), sum(marks), len(marks) - sum(marks))
+        by_study[study] = (auc([score(r) for r in cells], marks), sum(marks), len(marks) - sum(marks))
     return ScoreCheck(
-        auc([r.score for r in scored], labels),
+        auc([score(r) for r in scored], labels),
         sum(labels),
         len(labels) - sum(labels),
         unscored,

@@ -290,6 +290,53 @@ def score_section(
     return blocks
 
 
+# -- the trial's early verdict ---------------------------------------------------------------
+
+#: The issue's target for the early trial's ROC AUC on the full preset.
+EARLY_AUC_GOAL = 0.97
+
+
+def early_section(init: ScoreCheck, early: ScoreCheck, studies: Sequence[StudySummary]) -> list[Block]:
+    """ROC AUC of the checkup's score at initialization and of the trial's score after the first
+    10 % of each cell's steps, side by side, and the cells the early score ranks wrongly."""
+    if early.positives + early.negatives == 0:
+        return []
+    goal = "met" if early.auc >= EARLY_AUC_GOAL else "not met"
+    text = (
+        f"ROC AUC against the same label, over the cells with an early verdict: the checkup at "
+        f"initialization {_num(init.auc, 3)}, the trial after at most 10 % of each run's steps (the "
+        f"run's own first steps, watched; the best over the learning-rate sweep) {_num(early.auc, 3)} "
+        f"({early.positives} trained, {early.negatives} did not). The goal on the full preset is at "
+        f"least {EARLY_AUC_GOAL}: {goal} here."
+    )
+    order = [s.study for s in studies]
+    rows = [
+        [study, _num(init.by_study.get(study, (math.nan, 0, 0))[0], 3), _num(a, 3), str(p), str(n)]
+        for study, (a, p, n) in sorted(
+            early.by_study.items(), key=lambda i: order.index(i[0]) if i[0] in order else 0
+        )
+    ]
+    blocks: list[Block] = [
+        Heading("Does the early trial predict training better?", anchor="early"),
+        Text(text),
+        Table(["study", "AUC at init", "AUC early trial", "trained", "did not"], rows, numeric=(1, 2, 3, 4)),
+    ]
+    layouts = {s.study: s.layout for s in studies}
+    header = ["cell", "task", "init score", "early score", "metric", "early findings"]
+    for title, cells in (("did not train, yet the early trial scored it high", early.high_failed),
+                         ("trained, yet the early trial scored it low", early.low_trained)):  # fmt: skip
+        listed = [
+            [layouts[r.spec.study].name(r) if r.spec.study in layouts else r.spec.label, r.spec.task,
+             _num(r.score), _num(r.early_score), _num(r.metric), ", ".join(r.early_findings) or "none"]
+            for r in cells
+        ]  # fmt: skip
+        blocks += [
+            Heading(f"Discordant early: {title}", level=3),
+            Table(header, listed, numeric=(2, 3, 4)) if listed else Text(NO_DISCORDANT, muted=True),
+        ]
+    return blocks
+
+
 # -- one study -------------------------------------------------------------------------------
 
 CAPTIONS = {

@@ -57,6 +57,10 @@ class Treatment:
         optimizer: suggested optimizer name and the reason.
         lr: suggested learning rate (from :func:`gradmedic.find_lr`), if it was searched.
         clip_norm: the gradient-norm bound to train with, when the diagnosis calls for clipping.
+        trial_before, trial_after: with ``treat(..., trial=True)``, the trial of the model as
+            given and of the treated model with its settings (see :mod:`gradmedic.remedies.training`).
+        settings: the training settings the trial proved: ``optimizer`` (a ``torch.optim`` class
+            name), ``lr``, ``max_norm`` (gradient clipping); empty when the user's are kept.
     """
 
     model: nn.Module
@@ -68,6 +72,9 @@ class Treatment:
     lr_curve: LRFinderResult | None = None
     clip_norm: float | None = None
     rounds: list[str] = field(default_factory=list)
+    trial_before: Report | None = None
+    trial_after: Report | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def applied(self) -> list[Change]:
@@ -83,9 +90,20 @@ class Treatment:
             f" ({', '.join(self.after.kinds) or 'no finding'})",
             f"train with: {self.optimizer[0]}" + (f", lr {self.lr:.2g}" if self.lr else "")
             + (f", clip_grad_norm_ {self.clip_norm}" if self.clip_norm else "") + f" ({self.optimizer[1]})",
+            *self._trial_lines(),
             "changes:",
         ]  # fmt: skip
         return "\n".join([*lines, *(f"  {line}" for line in group_changes(self.changes))])
+
+    def _trial_lines(self) -> list[str]:
+        if self.trial_before is None or self.trial_after is None:
+            return []
+        before, after = self.trial_before, self.trial_after
+        return [
+            f"trial before: score {before.score:.2f} ({', '.join(before.kinds) or 'no finding'})",
+            f"trial after:  score {after.score:.2f} ({', '.join(after.kinds) or 'no finding'})"
+            + (f" with {self.settings}" if self.settings else ""),
+        ]
 
     def save_html(self, path: str | Path, title: str | None = None) -> Path:
         """Write before/after as one self-contained HTML page (see :mod:`gradmedic.html_report`).
@@ -120,6 +138,10 @@ def treat(
     in_place: bool = False,
     suggest_lr: bool = True,
     max_rounds: int = 6,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    trial: bool = False,
+    trial_steps: int | None = None,
 ) -> Treatment:
     """Diagnose ``model`` on ``inputs``, apply remedies to a copy while they help, check again.
 
@@ -134,6 +156,11 @@ def treat(
             parameters that such an optimizer does not hold: build the optimizer after ``treat``.
         suggest_lr: run :func:`gradmedic.find_lr` on the treated model (needs targets or loss_fn;
             skipped for a model with sparse gradients, which the suggested Adam cannot step).
+        optimizer: the optimizer you train with (on ``model.parameters()``), for the trials.
+        trial: also run :func:`gradmedic.trial` on the model as given; where it blames the
+            learning rate, the optimizer or calls for clipping, choose those settings too, and
+            prove the result by a second trial (kept only if that trial is better).
+        trial_steps: steps of each trial (default: the trial's own).
     """
     allowed = _allowed(allow)
     work = (
@@ -156,6 +183,10 @@ def treat(
         batch = (inputs, targets if targets is not None else torch.zeros(0))
         treatment.lr_curve = find_lr(work, batch, _loss_callable(loss_fn, targets))
         treatment.lr = treatment.lr_curve.suggestion
+    if trial:
+        from .training import prove_with_trial
+
+        prove_with_trial(treatment, model, inputs, targets, loss_fn, optimizer, trial_steps)
     return treatment
 
 
