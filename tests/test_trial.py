@@ -327,6 +327,21 @@ def test_rule_dying_units_on_synthetic_curves() -> None:
     assert tr.rule_dying_units(tr.TrialEvidence({"dead": curve(rows, ["1"])}, batch_size=64)) == []
 
 
+def test_units_that_die_in_the_first_updates_count_from_step_zero() -> None:
+    # Alive at step 0, most of the layer dead from the second update on: a median of the first
+    # steps as the baseline would call them dead "from the start" and see no dying.
+    rows = [[0.0], [0.6], [0.8], [0.85], [0.86], [0.86], [0.86], [0.86], [0.86]]
+    found = tr.rule_dying_units(tr.TrialEvidence({"dead": curve(rows, ["2"])}, batch_size=64))
+    assert [f.kind for f in found] == ["dying_units"]
+    assert found[0].numbers["newly_dead"] == pytest.approx(0.86) and found[0].numbers["step"] == 1.0
+    means = curve([[0.0]] + [[-5.0 * k] for k in range(1, 9)], ["2"])
+    spreads = curve([[0.2]] + [[8.0]] * 8, ["2"])  # the spread grows with the drift: the start is step 0
+    evidence = tr.TrialEvidence(
+        {"dead": curve(rows, ["2"]), "pre_mean": means, "pre_std": spreads}, batch_size=64
+    )
+    assert "drifted negative (mean 0 -> -40" in tr.rule_dying_units(evidence)[0].cause
+
+
 def test_rule_signal_developing_on_synthetic_curves() -> None:
     falling = [[10.0 ** (-k / 2), 1.0] for k in range(12)]  # from 1 to 3e-6
     found = tr.rule_signal_developing(tr.TrialEvidence({"signal_rms": curve(falling, ["0", "4"])}))

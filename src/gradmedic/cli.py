@@ -22,10 +22,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._version import __version__
 from .errors import USER_CODE, ConfigError, GradmedicError
+
+if TYPE_CHECKING:
+    from .diagnosis import Report
 
 #: Exit status: healthy, not healthy, a usage or input error, a bug in gradmedic.
 EXIT_HEALTHY, EXIT_NOT_HEALTHY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -136,20 +139,14 @@ def add_trial_parser(commands: Any) -> None:
 
 def run_trial(args: argparse.Namespace) -> int:
     """``gradmedic trial TARGET``: print the trial's report; exit 1 when the run is not healthy."""
-    from .diagnosis import print_report, trial
+    from .diagnosis import trial
     from .targets import load_target
 
     for path in (args.json, args.markdown):
         _writable_file(path)
     target = load_target(args.target)
     data = (target.inputs, target.targets)
-    report = trial(target.model, data, target.loss_fn, target.optimizer, args.steps)
-    if args.json:
-        report.to_json(args.json)
-    if args.markdown:
-        Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
-    print_report(report)
-    return 0 if report.healthy else 1
+    return _show(trial(target.model, data, target.loss_fn, target.optimizer, args.steps), args)
 
 
 #: The lab's studies, for the help text (``gradmedic.lab.studies.STUDIES``, not imported here).
@@ -290,19 +287,25 @@ def run_treat(args: argparse.Namespace) -> int:
 
 def run_checkup(args: argparse.Namespace) -> int:
     """``gradmedic checkup TARGET``: print the report; exit 1 when the model is not healthy."""
-    from .diagnosis import checkup, print_report
+    from .diagnosis import checkup
     from .targets import load_target
 
     for path in (args.json, args.markdown):
         _writable_file(path)
     target = load_target(args.target)
-    report = checkup(target.model, target.inputs, target.targets, target.loss_fn)
+    return _show(checkup(target.model, target.inputs, target.targets, target.loss_fn), args)
+
+
+def _show(report: Report, args: argparse.Namespace) -> int:
+    """Write ``report`` where ``--json``/``--markdown`` say, print it; exit 1 when not healthy."""
+    from .diagnosis import print_report
+
     if args.json:
         report.to_json(args.json)
     if args.markdown:
         Path(args.markdown).write_text(report.to_markdown(), encoding="utf-8")
     print_report(report)
-    return 0 if report.healthy else 1
+    return EXIT_HEALTHY if report.healthy else EXIT_NOT_HEALTHY
 
 
 def _writable_file(path: str | None) -> None:

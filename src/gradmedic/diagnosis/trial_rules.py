@@ -20,7 +20,8 @@ Thresholds, and why (each from what a step of gradient descent does, not from an
   initialization (a step of the size the model started with passes untouched). A change
   *fixes* the run when its mini-trial neither diverges (as above) nor fails to decrease (as below).
 * Units dying during training (ReLU family): at least :data:`NEWLY_DEAD` (a quarter) of a
-  layer's units that were alive at the start are dead (zero for every example of a batch, batches
+  layer's units that were alive at step 0 (the first batch, before any update: a rate that kills
+  units in its first updates must not hide them in the baseline) are dead (zero for every example of a batch, batches
   of at least 8: at 8, chance makes 0.4 % look dead) in each of the last :data:`WINDOW` recorded
   batches. A dead unit gets no gradient, so it does not come back by itself: a quarter of a layer
   is a capacity loss a user would not choose. Critical when 90 % of the layer is dead.
@@ -314,18 +315,30 @@ def _remedy_of(counterfactual: Counterfactual, optimizer: str) -> Remedy:
 # -- units and saturation ------------------------------------------------------------------
 
 
+def _start(curve: Curve, column: int) -> float:
+    """A column's first finite value: the first recorded batch, at step 0, before any update.
+
+    Units that die and pre-activations that drift are measured from there, not from a median of
+    the first steps: a rate high enough to kill most units in its first two updates would
+    otherwise hide its own damage in the baseline. One batch of at least 8 examples makes a live
+    unit look dead by chance 0.4 % of the time, far below the NEWLY_DEAD scale.
+    """
+    values = curve.values[:, column]
+    return float(values[np.isfinite(values)][0])
+
+
 def newly_dead(evidence: TrialEvidence) -> dict[str, tuple[float, float, int]]:
-    """Per layer: (dead at the start, dead throughout the last WINDOW recorded batches, the
-    step when half of that rise had happened)."""
+    """Per layer: (dead at step 0, dead throughout the last WINDOW recorded batches, the step
+    when half of that rise had happened)."""
     curve = evidence.curves.get("dead")
     found: dict[str, tuple[float, float, int]] = {}
     if curve is None:
         return found
     for column, name in enumerate(curve.columns):
         span = _early_late(curve, column)
-        if span is None or span[1] - span[0] < 1e-9:
+        if span is None or span[1] - _start(curve, column) < 1e-9:
             continue
-        early, late, _ = span
+        early, late = _start(curve, column), span[1]
         values = curve.values[:, column]
         crossed = np.flatnonzero(np.nan_to_num(values, nan=-1.0) >= early + (late - early) / 2)
         found[name] = (early, late, curve.steps[int(crossed[0])] if len(crossed) else curve.steps[-1])
@@ -377,11 +390,11 @@ def _drift(evidence: TrialEvidence, layer: str) -> tuple[float, float, float] | 
     means, spreads = evidence.curves.get("pre_mean"), evidence.curves.get("pre_std")
     if means is None or spreads is None or layer not in means.columns:
         return None
-    mean = _early_late(means, means.columns.index(layer))
-    spread = _early_late(spreads, spreads.columns.index(layer))
-    if mean is None or spread is None:
+    column, spread_column = means.columns.index(layer), spreads.columns.index(layer)
+    mean = _early_late(means, column)
+    if mean is None or _early_late(spreads, spread_column) is None:
         return None
-    return mean[0], mean[2], spread[0]
+    return _start(means, column), mean[2], _start(spreads, spread_column)
 
 
 def rule_saturation_growing(evidence: TrialEvidence) -> list[Finding]:
