@@ -633,7 +633,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     steps = "timed steps per block (default %(default)s: one period of the default activation schedule)"
     parser.add_argument("--steps", type=int, default=100, help=steps)
     warmup = "untimed steps per block (default %(default)s: past the default's dense start)"
-    parser.add_argument("--warmup", type=int, default=20, help=warmup)
+    parser.add_argument("--warmup", type=int, default=50, help=warmup)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 blocks of 2 steps, 1 warm-up step")

@@ -1,7 +1,7 @@
 """Watch a plain training loop, then read the diagnosis and save the run.
 
 A 12-layer tanh MLP with PyTorch's default initialisation trains on scikit-learn's digits with
-SGD. The monitor records the backprop signal per layer on every step of the first 20, then on
+SGD. The monitor records the backprop signal per layer on every step of the first 50, then on
 every 20th (the default; ``every=1`` for every step); at the end the diagnosis
 names what held training back and the run is saved as JSON Lines for ``gradmedic report``.
 

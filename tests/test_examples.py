@@ -34,11 +34,11 @@ def test_every_example_is_tested_here() -> None:
 
 
 def test_watch_training_loop_saves_every_recorded_step(tmp_path: Path) -> None:
-    out = run_example("watch_training_loop.py", "--steps", "45", "--out", "run.jsonl", cwd=tmp_path)
+    out = run_example("watch_training_loop.py", "--steps", "65", "--out", "run.jsonl", cwd=tmp_path)
     assert "gradmedic" in out
     history = History.load(tmp_path / "run.jsonl")
     steps, _ = history.array("loss")
-    assert list(steps) == [*range(20), 20, 40]  # the default: every step for 20 steps, then every 20th
+    assert list(steps) == [*range(50), 60]  # the default: every step for 50 steps, then every 20th
 
 
 def test_checkup_and_treat_raises_the_health_score(tmp_path: Path) -> None:

@@ -684,13 +684,13 @@ def test_log_and_callable_schedules_and_none():
 
 
 def test_defaults_record_the_signal_densely_then_every_twenty_and_the_rest_every_hundred():
-    assert DEFAULT_OPTIONS["every"] == DenseStart(n=20, dense=20)
+    assert DEFAULT_OPTIONS["every"] == DenseStart(n=20, dense=50)
     assert DEFAULT_OPTIONS["activations_every"] == DEFAULT_OPTIONS["updates_every"] == 100
     assert DEFAULT_OPTIONS["time_every"] == 100  # the replay through time costs about a step
     assert ALL_STATS == {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
     case = mlp()
     history = _run(case, 130, torch.optim.SGD(case.model.parameters(), lr=0.05))
-    assert history.array("signal_norm")[0].tolist() == [*range(20), 20, 40, 60, 80, 100, 120]
+    assert history.array("signal_norm")[0].tolist() == [*range(50), 60, 80, 100, 120]
     assert history.array("act_mean")[0].tolist() == [0, 100]
     assert history.array("update_ratio")[0].tolist() == [0, 100]
 

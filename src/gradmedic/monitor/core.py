@@ -75,7 +75,8 @@ class Monitor:
         optimizer: if given, its ``step()`` closes each monitored step and the update ratio is
             measured exactly across it; otherwise call :meth:`step` once per training step.
         every: schedule of the cheap statistics (backprop signal, weight-gradient norms, loss);
-            by default every step for the first 20 steps, then every 20th.
+            by default every step for the first 50 steps (the window of the loss rules),
+            then every 20th.
         activations_every: schedule of the activation statistics.
         updates_every: schedule of the update-to-weight ratio.
         time_every: schedule of the statistics through time of recurrent layers (see below).

@@ -33,7 +33,7 @@ from ..sinks import Sink, check_sinks
 #: one with the signal and weight-gradient norms, up to ~1.6x with every statistic, and an
 #: unrecorded step pays only a fused norm of the gradients (the non-finite check, ~0.5 %).
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "every": DenseStart(n=20, dense=20),
+    "every": DenseStart(n=20, dense=50),  # dense: the loss rules judge 50 rows (PLATEAU_STEPS)
     "activations_every": 100,
     "updates_every": 100,
     "time_every": 100,
