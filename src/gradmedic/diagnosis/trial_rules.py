@@ -24,7 +24,8 @@ Thresholds, and why (each from what a step of gradient descent does, not from an
   units in its first updates must not hide them in the baseline) are dead (zero for every example
   of a batch, batches of at least 8: at 8, chance makes 0.4 % look dead) in each of the last
   :data:`WINDOW` recorded batches. A dead unit gets no gradient, so it does not come back by
-  itself: a quarter of a layer is a capacity loss a user would not choose. Critical when 90 % of the layer is dead.
+  itself: a quarter of a layer is a capacity loss a user would not choose. Critical when 90 % of
+  the layer is dead.
 * Saturation growing: an activation's saturated share (outputs in the flat tails) rose by at
   least :data:`GROWTH` (0.2, a fifth of the outputs) and ends at or above the checkup's 40 %.
 * Stalled layers: as the checkup's rule (update ratio below 1e-6 while another layer's is 1000x
