@@ -1,8 +1,8 @@
-"""Issue 16: random architectures through watch, checkup and treat.
+"""Issue 16: random architectures through watch, checkup, trial and treat.
 
 A seeded generator mixes MLP, CNN and recurrent parts with every ``torch.nn`` activation,
 normalization layers, dropout and residual wrappers. For each net: training with and without
-the monitor gives bit-identical losses and parameters; checkup and treat raise nothing but
+the monitor gives bit-identical losses and parameters; checkup, trial and treat raise nothing but
 gradmedic errors, leave no hook and leave the model exactly as found; the treated model returns
 outputs of the same shapes. 50 nets by default; ``GRADMEDIC_FUZZ=500`` runs more.
 """
@@ -248,6 +248,15 @@ def test_random_architecture(seed: int) -> None:
     if isinstance(report, gradmedic.Report):
         assert (report.score >= 0.5) == report.healthy, f"{net.description}: {report.score} {report.kinds}"
     assert _hooks(model) == 0 and _same_state(before, _state(model)), f"checkup changed {net.description}"
+    rng_state = torch.get_rng_state()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    trial = _gradmedic_only(
+        net, "trial", lambda: gradmedic.trial(model, (net.x, net.y), optimizer=optimizer, steps=6)
+    )
+    if isinstance(trial, gradmedic.Report):
+        assert (trial.score >= 0.5) == trial.healthy, f"{net.description}: trial {trial.score} {trial.kinds}"
+    assert _hooks(model) == 0 and _same_state(before, _state(model)), f"trial changed {net.description}"
+    assert not optimizer.state and torch.equal(torch.get_rng_state(), rng_state), net.description
     treatment = _gradmedic_only(
         net, "treat", lambda: gradmedic.treat(model, net.x, net.y, suggest_lr=False, max_rounds=3)
     )
