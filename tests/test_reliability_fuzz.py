@@ -105,11 +105,7 @@ def _vector_block(rng: random.Random, width: int) -> tuple[nn.Module, str]:
     layers += act
     if rng.random() < 0.3:
         layers.append(nn.Dropout(0.1))
-    body = nn.Sequential(*layers)
-    residual = rng.random() < 0.3
-    return (
-        Residual(body) if residual else body
-    ), f"{'res:' if residual else ''}{norm}{'+' if norm else ''}{name}"
+    return _maybe_residual(rng, layers, f"{norm}{'+' if norm else ''}{name}")
 
 
 def _image_block(rng: random.Random, channels: int) -> tuple[nn.Module, str]:
@@ -123,11 +119,15 @@ def _image_block(rng: random.Random, channels: int) -> tuple[nn.Module, str]:
     layers.append(ACTIVATIONS[name]())
     if rng.random() < 0.3:
         layers.append(nn.Dropout2d(0.1))
+    block, label = _maybe_residual(rng, layers, f"{norm}{'+' if norm else ''}{name}")
+    return block, f"conv:{label}"
+
+
+def _maybe_residual(rng: random.Random, layers: list[nn.Module], label: str) -> tuple[nn.Module, str]:
+    """The block of ``layers``, wrapped as a residual 30 % of the time (its label says so)."""
     body = nn.Sequential(*layers)
     residual = rng.random() < 0.3
-    return (
-        Residual(body) if residual else body
-    ), f"conv:{'res:' if residual else ''}{norm}{'+' if norm else ''}{name}"
+    return (Residual(body), f"res:{label}") if residual else (body, label)
 
 
 def random_net(seed: int) -> Net:
