@@ -29,6 +29,7 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
 def test_every_example_is_tested_here() -> None:
     tested = {
         "watch_training_loop.py", "checkup_and_treat.py", "lightning_callback.py", "recurrent_memory.py",
+        "trial_with_dataloader.py",
     }  # fmt: skip
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
 
@@ -62,3 +63,13 @@ def test_recurrent_memory_swaps_the_rnn_for_an_lstm(tmp_path: Path) -> None:
     out = run_example("recurrent_memory.py", "--length", "40", cwd=tmp_path)
     assert "vanishing_through_time" in out
     assert "RNN -> LSTM" in out
+
+
+def test_trial_with_dataloader_finds_the_rate_that_trains(tmp_path: Path) -> None:
+    out = run_example("trial_with_dataloader.py", "--steps", "40", "--train-steps", "100", cwd=tmp_path)
+    assert "checkup (one batch, before training): healthy" in out
+    assert "[CRITICAL] divergence" in out
+    yours = re.search(r"trained at your rate \S+: mean loss of the last 10 steps (\S+)", out)
+    theirs = re.search(r"trained at the trial's rate \S+: mean loss of the last 10 steps (\S+)", out)
+    assert yours and theirs, out
+    assert float(theirs.group(1)) < 0.5 and not float(yours.group(1)) < 0.5  # nan or large at 0.5

@@ -327,6 +327,17 @@ def test_rule_dying_units_on_synthetic_curves() -> None:
     assert tr.rule_dying_units(tr.TrialEvidence({"dead": curve(rows, ["1"])}, batch_size=64)) == []
 
 
+def test_a_lower_rate_that_keeps_units_alive_but_stalls_is_not_called_converged() -> None:
+    rows = [[0.1]] * 3 + [[0.3]] * 3 + [[0.5], [0.45], [0.5]]
+    stalled = tr.Counterfactual("lr", "learning rate 0.05 (x0.1)", {"lr": 0.05, "factor": 0.1},
+                                np.full(60, 2.3), newly_dead=0.02)  # fmt: skip
+    evidence = tr.TrialEvidence({"dead": curve(rows, ["1"])}, batch_size=64, counterfactuals=[stalled])
+    evidence.optimizer = "SGD(lr=0.5)"
+    remedy = tr.rule_dying_units(evidence)[0].remedies[0]
+    assert not stalled.fixed and remedy.name == "Learning rate 0.05"
+    assert "kept the units alive" in remedy.why and "converged" not in remedy.why
+
+
 def test_units_that_die_in_the_first_updates_count_from_step_zero() -> None:
     # Alive at step 0, most of the layer dead from the second update on: a median of the first
     # steps as the baseline would call them dead "from the start" and see no dying.

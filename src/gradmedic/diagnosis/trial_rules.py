@@ -300,12 +300,13 @@ def _what_worked(evidence: TrialEvidence, factor_above: float = 0.0) -> dict[str
     return worked
 
 
-def _remedy_of(counterfactual: Counterfactual, optimizer: str) -> Remedy:
+def _remedy_of(counterfactual: Counterfactual, optimizer: str, showed: str = "converged") -> Remedy:
+    """The remedy a mini-trial proved; ``showed`` says what it showed at its rate."""
     if counterfactual.change == "lr":
         rate = counterfactual.settings["lr"]
         name = optimizer.split("(")[0]
         return Remedy("optimizer", f"Learning rate {rate:.3g}",
-                      f"the mini-trial at this rate converged ({counterfactual.summary()})",
+                      f"the mini-trial at this rate {showed} ({counterfactual.summary()})",
                       f"torch.optim.{name}(model.parameters(), lr={rate:.3g})")  # fmt: skip
     norm = counterfactual.settings["max_norm"]
     return Remedy("clipping", f"Gradient clipping at norm {norm:.3g}",
@@ -379,7 +380,8 @@ def _dying_cause(evidence: TrialEvidence, layer: str) -> tuple[str, list[Remedy]
     if lower and lower[0].newly_dead <= (dying[1] - dying[0]) / 2:
         causes.insert(0, f"learning rate: at lr={lower[0].settings['lr']:.3g} only {lower[0].newly_dead:.0%} "
                          f"of the units die instead of {dying[1] - dying[0]:.0%}")  # fmt: skip
-        remedies.insert(0, _remedy_of(lower[0], evidence.optimizer))
+        showed = "converged" if lower[0].fixed else "kept the units alive"
+        remedies.insert(0, _remedy_of(lower[0], evidence.optimizer, showed))
         worked["lr_that_worked"] = lower[0].settings["lr"]
     if not causes:
         causes.append("large updates push units below zero for every input (learning rate, init)")
