@@ -15,6 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -219,3 +220,16 @@ def test_the_checker_finds_cycles_upward_imports_and_unmapped_modules(tmp_path: 
 def test_a_longer_cycle_is_reported_once_with_its_path() -> None:
     graph = {"m.a": {"m.b"}, "m.b": {"m.c"}, "m.c": {"m.a", "m.d"}, "m.d": set()}
     assert cycles(graph) == [["m.a", "m.b", "m.c", "m.a"]]
+
+
+def test_mock_patch_reaches_a_function_through_its_module_path() -> None:
+    """The case the rebinding broke: ``gradmedic.remedies.treatment`` was the function ``treat``."""
+    import torch
+    from torch import nn
+
+    from gradmedic.remedies import treatment
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    with mock.patch("gradmedic.remedies.treatment.checkup", wraps=treatment.checkup) as spy:
+        gradmedic.treat(model, torch.randn(8, 4), suggest_lr=False)
+    assert spy.call_count >= 1
