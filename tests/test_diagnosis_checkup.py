@@ -16,10 +16,10 @@ from torch import Tensor, nn
 import gradmedic
 import sick_models as sm
 from gradmedic.diagnosis import rules
-from gradmedic.diagnosis.checkup import SURROGATE_NOTE
 from gradmedic.diagnosis.evidence import flush_denormal_enabled
 from gradmedic.diagnosis.findings import Finding, Report, Severity
 from gradmedic.errors import ConfigError, ModelError
+from gradmedic.running import SURROGATE_NOTE
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -26,7 +26,7 @@ import gradmedic
 from gradmedic import plots
 from gradmedic.cli import main
 from gradmedic.diagnosis import catalog, rules
-from gradmedic.diagnosis.checkup import diagnose
+from gradmedic.diagnosis.checkups import diagnose
 from gradmedic.diagnosis.findings import Finding, LayerSummary, Report, Severity
 from gradmedic.errors import ConfigError
 from gradmedic.history import History

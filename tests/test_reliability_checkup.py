@@ -225,7 +225,7 @@ def test_treat_copies_a_model_with_the_old_weight_and_spectral_norm(wrap):
 
 def test_treat_keeps_no_change_that_lowers_the_score_even_when_the_verdict_turns_healthy():
     from gradmedic.diagnosis.findings import Finding, Report, Severity
-    from gradmedic.remedies.treat import _better
+    from gradmedic.remedies.treatment import _better
 
     sick = Report([Finding("dead_units", Severity.WARNING, ["0"], "", "")], 0.9, "checkup")
     assert not _better(Report([], 0.43, "checkup"), sick)  # healthy now, but scored lower: undone

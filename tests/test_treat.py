@@ -3,20 +3,19 @@ the caller feeds the model and gets back, and undoes a remedy that does not help
 
 from __future__ import annotations
 
-import importlib
+import copy
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+import gradmedic.remedies.treatment as treat_module
 import sick_models as sm
 from gradmedic import treat
 from gradmedic.diagnosis.findings import Report
 from gradmedic.errors import ConfigError
 from gradmedic.remedies import Change, Treatment
-from gradmedic.remedies.treat import output_shapes
-
-treat_module = importlib.import_module("gradmedic.remedies.treat")  # the package exports the function
+from gradmedic.remedies.treatment import output_shapes
 
 
 def state(model: nn.Module) -> dict[str, Tensor]:
@@ -325,3 +324,17 @@ def test_a_remedy_that_breaks_the_forward_is_undone(in_place: bool) -> None:
     assert same_state(state(treatment.model), original)
     assert torch.equal(treatment.model(x), expected)
     assert (treatment.model is model) == in_place
+
+
+def test_the_catalog_marks_automatic_exactly_the_families_treat_applies() -> None:
+    """The diagnosis declares which remedies are automatic; treat must apply exactly those."""
+    from gradmedic.diagnosis.catalog import AUTOMATIC_FAMILIES
+
+    assert set(treat_module.FAMILIES) == AUTOMATIC_FAMILIES
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), torch.randn(8, 4)
+    report = treat_module.checkup(model, x)
+    for family in AUTOMATIC_FAMILIES - {"clipping"}:  # clipping is advice for the training loop
+        assert isinstance(treat_module.apply_family(copy.deepcopy(model), family, x, report), list)
+    with pytest.raises(ConfigError, match="no remedy family"):
+        treat_module.apply_family(model, "dropout", x, report)

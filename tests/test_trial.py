@@ -20,7 +20,7 @@ import sick_models as sm
 from gradmedic.cli import main
 from gradmedic.diagnosis import trial_rules as tr
 from gradmedic.diagnosis.findings import Curve, Report, Severity
-from gradmedic.diagnosis.trial import SEED, build_optimizer
+from gradmedic.diagnosis.trials import SEED, build_optimizer
 from gradmedic.errors import ConfigError, ModelError
 
 
@@ -130,7 +130,7 @@ def test_optimizer_rebuilt_with_groups_settings_and_state() -> None:
     model(torch.randn(4, sm.N_IN)).sum().backward()
     user.step()  # momentum buffers exist for groups 0 and 1
     copied = copy.deepcopy(model)
-    from gradmedic.diagnosis.trial import _Setup
+    from gradmedic.diagnosis.trials import _Setup
 
     built = build_optimizer(_Setup(model, None, None, user, None), copied)
     assert type(built) is torch.optim.SGD

@@ -29,6 +29,7 @@ from .errors import USER_CODE, ConfigError, GradmedicError
 
 if TYPE_CHECKING:
     from .diagnosis import Report
+    from .history import History
 
 #: Exit status: healthy, not healthy, a usage or input error, a bug in gradmedic.
 EXIT_HEALTHY, EXIT_NOT_HEALTHY, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
@@ -242,11 +243,71 @@ def _duration(seconds: float) -> str:
 def run_report(args: argparse.Namespace) -> int:
     """``gradmedic report RUN.jsonl -o report.html``: diagnose a recorded run, write the HTML."""
     from .diagnosis.render import headline
-    from .html_report import report_run
 
     report, path = report_run(args.run, args.out, args.title)
     print(f"{headline(report)}\nwritten: {path}")
     return 0 if report.healthy else 1
+
+
+def report_run(
+    run: str | Path, out: str | Path | None = None, title: str | None = None
+) -> tuple[Report, Path]:
+    """Load a recorded run, diagnose it and write its HTML report (what ``gradmedic report`` runs).
+
+    Args:
+        run: a JSON Lines file from ``History.save`` or ``gradmedic.watch(..., log_path=...)``.
+        out: the HTML file to write (default: ``run`` with the suffix ``.html``).
+        title: the page title (default: "gradmedic report: <file name>").
+
+    Returns:
+        The report and the path written.
+
+    Raises:
+        ConfigError: if ``run`` is missing or not a readable gradmedic history, or ``out``
+            cannot be written; the message says which and what to do.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     report_run(Path(folder) / "missing.jsonl")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gradmedic.errors.ConfigError: ...missing.jsonl: no such file; give the JSON Lines file of a run...
+    """
+    from .diagnosis import diagnose
+    from .html_report import save_html
+
+    run = Path(run)
+    history = _load_run(run)
+    if len(history) == 0:
+        raise ConfigError(
+            f"{run} holds no recorded step (only its header): nothing to diagnose. Was the run stopped "
+            "before its first flush? Record steps with gradmedic.watch(..., log_path=...) or History.save"
+        )
+    report = diagnose(history)
+    target = Path(out) if out is not None else run.with_suffix(".html")
+    try:
+        save_html(target, report, history, title or f"gradmedic report: {run.name}")
+    except OSError as error:
+        raise ConfigError(f"cannot write the report to {target}: {error.strerror or error}") from None
+    return report, target
+
+
+def _load_run(run: Path) -> History:
+    """``History.load`` with an error that says what the file should be, for any bad file."""
+    from .history import History
+
+    how = "give the JSON Lines file of a run (History.save or gradmedic.watch(..., log_path=...))"
+    if not run.is_file():
+        raise ConfigError(f"{run}: no such file; {how}")
+    try:
+        return History.load(run)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise ConfigError(f"{run} is not a readable gradmedic history ({type(error).__name__}: "
+                          f"{error}); {how}") from None  # fmt: skip
 
 
 def run_treat(args: argparse.Namespace) -> int:

@@ -64,6 +64,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._providers import provided
 from .errors import ConfigError
 from .layers import LayerInfo
 
@@ -321,9 +322,7 @@ class History:
 
     def _repr_html_(self) -> str:
         """How Jupyter shows a run: what it holds and its pictures (``html_report.history_fragment``)."""
-        from .html_report import history_fragment
-
-        return history_fragment(self)
+        return provided("history_fragment")(self)
 
     # -- saving ----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ finding in one sentence and what to do first), the backprop signal per layer as 
 finding with its evidence, cause and ranked remedies (with their code and a copy button), the
 pictures of a training run when a :class:`~gradmedic.history.History` is given (flow, flow over
 time, activations, update ratios: each skipped with a note when its data is missing), the
-per-layer table and the notes. A :class:`~gradmedic.remedies.treat.Treatment` gets a page of its
+per-layer table and the notes. A :class:`~gradmedic.remedies.treatment.Treatment` gets a page of its
 own: before and after side by side, both signals on one axis, and what changed.
 
 Everything is inside the file: pictures are PNG data URIs, the style sheet is inline, and the only
@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._providers import provide
 from ._version import __version__
 from .diagnosis.findings import Finding, LayerSummary, Remedy, Report, Severity
-from .errors import ConfigError
 from .history import History
 from .terminal import fmt
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .remedies.treat import Treatment
+    from .remedies.treatment import Treatment
 
 #: Resolution of the embedded pictures (they are drawn at their usual size in inches).
 DPI = 90
@@ -254,64 +254,6 @@ def _fragment(parts: Sequence[str]) -> str:
         f'<div class="{NOTEBOOK_SCOPE}"><style>{scoped_css(CSS, NOTEBOOK_SCOPE)}\n'
         f".{NOTEBOOK_SCOPE} {{ padding: .5rem 0; max-width: 1000px; }}</style>\n{body}\n</div>"
     )
-
-
-def report_run(
-    run: str | Path, out: str | Path | None = None, title: str | None = None
-) -> tuple[Report, Path]:
-    """Load a recorded run, diagnose it and write its HTML report (``gradmedic report`` does this).
-
-    Args:
-        run: a JSON Lines file from ``History.save`` or ``gradmedic.watch(..., log_path=...)``.
-        out: the HTML file to write (default: ``run`` with the suffix ``.html``).
-        title: the page title (default: "gradmedic report: <file name>").
-
-    Returns:
-        The report and the path written.
-
-    Raises:
-        ConfigError: if ``run`` is missing or not a readable gradmedic history, or ``out``
-            cannot be written; the message says which and what to do.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     report_run(Path(folder) / "missing.jsonl")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        gradmedic.errors.ConfigError: ...missing.jsonl: no such file; give the JSON Lines file of a run...
-    """
-    from .diagnosis.checkup import diagnose
-
-    run = Path(run)
-    history = _load_run(run)
-    if len(history) == 0:
-        raise ConfigError(
-            f"{run} holds no recorded step (only its header): nothing to diagnose. Was the run stopped "
-            "before its first flush? Record steps with gradmedic.watch(..., log_path=...) or History.save"
-        )
-    report = diagnose(history)
-    target = Path(out) if out is not None else run.with_suffix(".html")
-    try:
-        save_html(target, report, history, title or f"gradmedic report: {run.name}")
-    except OSError as error:
-        raise ConfigError(f"cannot write the report to {target}: {error.strerror or error}") from None
-    return report, target
-
-
-def _load_run(run: Path) -> History:
-    """``History.load`` with an error that says what the file should be, for any bad file."""
-    how = "give the JSON Lines file of a run (History.save or gradmedic.watch(..., log_path=...))"
-    if not run.is_file():
-        raise ConfigError(f"{run}: no such file; {how}")
-    try:
-        return History.load(run)
-    except ConfigError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
-        raise ConfigError(f"{run} is not a readable gradmedic history ({type(error).__name__}: "
-                          f"{error}); {how}") from None  # fmt: skip
 
 
 # -- page ------------------------------------------------------------------------------------
@@ -903,3 +845,11 @@ def _merged_names(first: list[str], second: list[str]) -> list[str]:
         order.insert(at, name)
         at += 1
     return order
+
+
+# the HTML views of lower layers' objects (History, Report, Treatment): see gradmedic._providers
+provide("history_fragment", history_fragment)
+provide("report_fragment", report_fragment)
+provide("save_html", save_html)
+provide("save_treatment_html", save_treatment_html)
+provide("treatment_fragment", treatment_fragment)

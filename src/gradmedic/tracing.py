@@ -41,6 +41,7 @@ from . import stats
 from .hooks import HookSet
 from .layers import find_layers
 from .op_layers import candidate_leaves, leaf_of, op_type, operands
+from .running import call_model, preserved
 
 #: Activation function names (as ``func.__name__`` of torch / F / Tensor methods) and a module
 #: standing for each, used for its saturation band and whether its units can die.
@@ -148,8 +149,6 @@ def following_activations(model: nn.Module, inputs: Any = None) -> dict[str, str
     The traced forward pass leaves the model as it was (modes, buffers, grads, RNG state).
     """
     if inputs is not None:
-        from .diagnosis.checkup import call_model, preserved
-
         with preserved(model), torch.no_grad(), ActivationTracer(model) as tracer:
             call_model(model, inputs)
         return {name: found.name for name, found in tracer.after.items()}

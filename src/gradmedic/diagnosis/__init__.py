@@ -6,10 +6,13 @@ Example:
     True
 """
 
-from .checkup import checkup, diagnose
+from .._providers import provide
+from .checkups import checkup, diagnose
 from .findings import Curve, Finding, LayerSummary, Remedy, Report, Severity
 from .render import print_report
-from .trial import trial
+from .trials import trial
+
+provide("diagnose", diagnose)  # for Monitor.diagnose, a lower layer
 
 __all__ = [
     "Curve", "Finding", "LayerSummary", "Remedy", "Report", "Severity", "checkup", "diagnose", "print_report",

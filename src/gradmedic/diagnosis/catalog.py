@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from .findings import Remedy
 
-#: Remedy families that ``gradmedic.treat`` applies by itself (filled in by gradmedic.remedies).
-AUTOMATIC_FAMILIES: set[str] = set()
+#: Remedy families that ``gradmedic.treat`` applies by itself: the diagnosis declares them here,
+#: and ``tests/test_treat.py`` checks they are the families ``treat`` can apply.
+AUTOMATIC_FAMILIES = frozenset({"init", "activation", "normalization", "residual", "recurrent", "clipping"})
 
 
 def _remedy(family: str, name: str, why: str, code: str) -> Remedy:

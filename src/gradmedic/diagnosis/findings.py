@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -40,25 +39,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._providers import provided
 from ..errors import ConfigError
+from .severity import Severity
 
 if TYPE_CHECKING:
     from ..history import History
 
 FORMAT = "gradmedic.report"
 VERSION = 1
-
-
-class Severity(enum.IntEnum):
-    """How bad a finding is. ``Report.healthy`` means no finding is WARNING or worse."""
-
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True)
@@ -342,15 +331,11 @@ class Report:
             ...     path.suffix
             '.html'
         """
-        from ..html_report import save_html
-
-        return save_html(path, self, history)
+        return provided("save_html")(path, self, history)
 
     def _repr_html_(self) -> str:
         """How Jupyter shows a report: verdict, signal picture, findings (``html_report.report_fragment``)."""
-        from ..html_report import report_fragment
-
-        return report_fragment(self)
+        return provided("report_fragment")(self)
 
     def __str__(self) -> str:
         return self.render()

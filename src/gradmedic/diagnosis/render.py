@@ -9,10 +9,13 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..terminal import BAR_WIDTH, fmt, log_bar
-from .findings import Finding, Report, Severity
+from .severity import Severity
+
+if TYPE_CHECKING:
+    from .findings import Finding, Report
 
 
 def layer_list(names: list[str], limit: int = 6) -> str:

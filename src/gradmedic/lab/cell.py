@@ -17,7 +17,7 @@
    test score and the steps to the study's target;
 4. the trial's early verdict: each run is watched by a :class:`~gradmedic.Monitor` for its first
    :data:`EARLY_FRACTION` of steps (it observes and changes nothing), and
-   :func:`gradmedic.diagnosis.trial.early_verdict` scores them; the cell keeps the best over the
+   :func:`gradmedic.diagnosis.trials.early_verdict` scores them; the cell keeps the best over the
    sweep (``early_score``, ``early_findings``).
 
 Training remedies come from ``params``: ``optimizer`` (:func:`gradmedic.training.make_optimizer`)
@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from ..diagnosis import Report, checkup
 from ..diagnosis.evidence import time_evidence
-from ..diagnosis.trial import MONITOR_OPTIONS, early_verdict
+from ..diagnosis.trials import MONITOR_OPTIONS, early_verdict
 from ..history import History
 from ..monitor import Monitor
 from ..remedies import clip_gradients, treat

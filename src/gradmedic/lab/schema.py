@@ -153,7 +153,7 @@ class CellResult:
         steps_to_target: the first of ``curve_steps`` where ``curve_metric`` reached the study's
             target, or None.
         early_score: the trial's score from the first :data:`~gradmedic.lab.cell.EARLY_FRACTION`
-            of each swept run's steps (:func:`gradmedic.diagnosis.trial.early_verdict`), the best
+            of each swept run's steps (:func:`gradmedic.diagnosis.trials.early_verdict`), the best
             over the sweep; NaN for cells recorded before it existed.
         early_findings: the trial's finding kinds of the run with that best early score.
         wall_time: seconds the cell took, sweep included.

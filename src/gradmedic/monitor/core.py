@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from .. import sinks as sinks_module
 from .. import stats
 from .._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
+from .._providers import provided
 from .._signal_buffer import SignalBuffer, Taken
 from .._time_recorder import TimeRecorder
 from ..errors import ConfigError, ModelError, UnsupportedError
@@ -306,10 +307,12 @@ class Monitor:
             self._record_loss(loss)
 
     def diagnose(self) -> Report:
-        """Apply gradmedic's rules to the run so far (see :func:`gradmedic.diagnosis.diagnose`)."""
-        from ..diagnosis import diagnose
+        """Apply gradmedic's rules to the run so far (see :func:`gradmedic.diagnosis.diagnose`).
 
-        report = diagnose(self.history, self._model_ref())
+        The diagnosis is a higher layer than the monitor: it provides this function when it is
+        imported (``import gradmedic`` does), see :mod:`gradmedic._providers`.
+        """
+        report = provided("diagnose")(self.history, self._model_ref())
         if self._writer:
             sinks_module.write_diagnosis(self._sinks, max(self._step - 1, 0), self._history, report)
         return report

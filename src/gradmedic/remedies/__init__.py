@@ -7,7 +7,6 @@ Example:
     2
 """
 
-from ..diagnosis import catalog
 from .activations import swap_activations
 from .changes import Change
 from .clipping import GradientClipper, adaptive_clip_, clip_gradients
@@ -17,11 +16,7 @@ from .normalization import add_normalization
 from .recurrent import forget_gate_bias, recurrent_weights, swap_recurrent
 from .residual import Residual, add_residual
 from .shallow import truncate
-from .treat import Treatment, treat
-
-catalog.AUTOMATIC_FAMILIES.update(
-    {"init", "activation", "normalization", "residual", "recurrent", "clipping"}
-)
+from .treatment import Treatment, treat
 
 __all__ = [
     "Change",

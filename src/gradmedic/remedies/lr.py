@@ -20,9 +20,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import call_model, preserved
 from ..diagnosis.findings import Report
 from ..errors import ConfigError
+from ..running import call_model, preserved
 from ..training import make_optimizer
 
 SMOOTHING = 0.9

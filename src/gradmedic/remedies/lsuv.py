@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
 from ..op_layers import OpLayer, leaf_of, leaf_tensors, op_type, operands
+from ..running import dry_run
 from .changes import Change
 
 CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)

@@ -18,11 +18,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import dry_run
 from ..errors import ConfigError
 from ..hooks import HookSet
 from ..layers import find_layers
 from ..op_layers import is_torch_layer
+from ..running import dry_run
 from .changes import Change, set_submodule
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)

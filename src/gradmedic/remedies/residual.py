@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
+from ..running import dry_run
 from .changes import Change
 
 WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import LossFn
 from ..diagnosis.findings import Report
-from ..diagnosis.trial import run_trial
+from ..diagnosis.trials import run_trial
+from ..running import LossFn
 
 #: Trial findings whose cause may be the learning rate or the optimizer.
 TRAINING_KINDS = ("divergence", "dying_units", "loss_not_decreasing", "saturation_growing")
@@ -105,7 +105,7 @@ def better(after: Report, before: Report) -> bool:
 
 def loss_callable(loss_fn: LossFn | None, targets: Tensor | None) -> Callable[[Any, Tensor], Tensor]:
     """A ``loss(output, targets)`` for :func:`gradmedic.find_lr` from the trial's loss choice."""
-    from ..diagnosis.trial import trial_loss
+    from ..diagnosis.trials import trial_loss
 
     def loss(output: Any, batch_targets: Tensor) -> Tensor:
         return trial_loss(output, batch_targets if targets is not None else None, loss_fn, [])

@@ -30,9 +30,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.checkup import LossFn, checkup, compute_loss, dry_run
+from .._providers import provided
+from ..diagnosis.checkups import checkup
 from ..diagnosis.findings import Report, Severity
 from ..errors import ConfigError
+from ..running import LossFn, compute_loss, dry_run
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
@@ -118,15 +120,11 @@ class Treatment:
             ...     "After treatment" in path.read_text(encoding="utf-8")
             True
         """
-        from ..html_report import save_treatment_html
-
-        return save_treatment_html(path, self, title)
+        return provided("save_treatment_html")(path, self, title)
 
     def _repr_html_(self) -> str:
         """How Jupyter shows a treatment: before/after, both signals, the changes."""
-        from ..html_report import treatment_fragment
-
-        return treatment_fragment(self)
+        return provided("treatment_fragment")(self)
 
 
 def treat(

@@ -42,7 +42,8 @@ from ..errors import ConfigError, GradmedicError, ModelError, UnsupportedError
 from ..history import History
 from ..layers import require_module
 from ..monitor import Monitor
-from .checkup import batch_size, call_model, checkup, compute_loss
+from ..running import batch_size, call_model, compute_loss
+from .checkups import checkup
 from .evidence import MODULE_ACTIVATION, evidence_from_history
 from .findings import Curve, Report, Severity, agreeing_score
 from .trial_rules import (
