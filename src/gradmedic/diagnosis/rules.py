@@ -58,7 +58,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import registry
 from ..recurrent_stats import HORIZON_FRACTION, span
+from ..registry import ActivationFamily
 from . import catalog
 from .evidence import Evidence, LayerEvidence, TimeEvidence
 from .findings import Finding, Remedy, Severity
@@ -77,9 +79,10 @@ TIME_EXPLODE_WARNING, TIME_EXPLODE_CRITICAL = 1e3, 1e6
 _HORIZON = f"1e{round(math.log10(HORIZON_FRACTION))}"  # "1e-3"
 UNDERFLOW_WARNING, UNDERFLOW_CRITICAL = 0.05, 0.5
 
-SATURATING = {"sigmoid", "tanh", "hardtanh", "softsign", "hardsigmoid", "logsigmoid"}
-RELU_FAMILY = {"relu", "leaky_relu", "prelu", "rrelu", "relu6"}
-SMOOTH_RELU = {"gelu", "silu", "mish", "elu", "celu", "softplus", "hardswish"}
+#: Activation names by family (see :mod:`gradmedic.registry`).
+SATURATING = registry.names(ActivationFamily.SATURATING)
+RELU_FAMILY = registry.names(ActivationFamily.RELU)
+SMOOTH_RELU = registry.names(ActivationFamily.SMOOTH_RELU)
 #: Range of std(w) * sqrt(fan_in) that keeps the signal's scale through the activation.
 GAIN_BAND: dict[str, tuple[float, float]] = {
     **{name: (1.2, 1.8) for name in RELU_FAMILY | SMOOTH_RELU},

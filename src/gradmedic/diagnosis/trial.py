@@ -43,7 +43,7 @@ from ..history import History
 from ..layers import require_module
 from ..monitor import Monitor
 from .checkup import batch_size, call_model, checkup, compute_loss
-from .evidence import MODULE_ACTIVATION, evidence_from_history
+from .evidence import evidence_from_history, module_activation
 from .findings import Curve, Report, Severity, agreeing_score
 from .trial_rules import (
     Counterfactual,
@@ -494,7 +494,7 @@ def _following_columns(history: History) -> dict[int, int]:
         layer = history.layers[column]
         if layer.kind == "param":
             owner = column
-        elif owner is not None and layer.type in MODULE_ACTIVATION:
+        elif owner is not None and module_activation(layer.type) is not None:
             after[owner] = column
             owner = None
     return after

@@ -25,12 +25,14 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .. import registry
 from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
 from ..op_layers import OpLayer, leaf_of, leaf_tensors, op_type, operands
 from .changes import Change
 
-CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
+#: Layers LSUV rescales: the registry's weight layers (their output is linear in the weight).
+CALIBRATED = registry.WEIGHT_TYPES
 TINY = 1e-12
 TOLERANCE = 0.05
 MAX_ITERATIONS = 10
@@ -129,7 +131,7 @@ def unit_means(module: nn.Module, output: Tensor) -> Tensor:
 
 
 def _channel_dim(module: nn.Module, output: Tensor) -> int:
-    if isinstance(module, nn.modules.conv._ConvNd):  # [N, C, *spatial] or unbatched [C, *spatial]
+    if isinstance(module, registry.CONV_TYPES):  # [N, C, *spatial] or unbatched [C, *spatial]
         return output.dim() - len(module.kernel_size) - 1
     return output.dim() - 1
 

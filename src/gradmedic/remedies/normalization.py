@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .. import registry
 from ..diagnosis.checkup import dry_run
 from ..errors import ConfigError
 from ..hooks import HookSet
@@ -25,7 +26,7 @@ from ..layers import find_layers
 from ..op_layers import is_torch_layer
 from .changes import Change, set_submodule
 
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORM_TYPES = registry.NORM_TYPES
 
 
 class FeatureBatchNorm(nn.BatchNorm1d):
@@ -43,7 +44,7 @@ def make_norm(module: nn.Module, kind: str) -> nn.Module | None:
     if isinstance(module, nn.Linear):
         n = module.out_features
         return FeatureBatchNorm(n) if kind == "batch" else nn.LayerNorm(n)
-    if isinstance(module, nn.modules.conv._ConvNd):
+    if isinstance(module, registry.CONV_TYPES):
         channels = module.out_channels
         if kind == "layer":
             return nn.GroupNorm(1, channels)  # LayerNorm over (C, spatial) of each sample

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import registry
 from ..errors import ConfigError
 from .changes import Change, set_submodule
 
@@ -94,7 +95,7 @@ def _gru_like(rnn: nn.RNN) -> nn.GRU:
 
 def _init_new(module: nn.Module) -> None:
     for inner in module.modules():
-        if isinstance(inner, (nn.RNNBase, nn.RNNCellBase)):
+        if registry.is_recurrent(inner):
             init_recurrent("", inner, "orthogonal")
 
 
@@ -148,7 +149,7 @@ def forget_gate_bias(model: nn.Module, value: float | str = 1.0, max_len: int | 
         raise ConfigError("value='chrono' needs max_len=the longest dependency in steps (at least 3)")
     changes = []
     for name, module in model.named_modules():
-        mode = _mode(module) if isinstance(module, (nn.RNNBase, nn.RNNCellBase)) else ""
+        mode = _mode(module) if registry.is_recurrent(module) else ""
         if mode not in MEMORY_GATE:
             continue
         if value == "chrono":
@@ -180,9 +181,5 @@ def _chrono(module: nn.RNNBase | nn.RNNCellBase, mode: str, max_len: int) -> Non
 @torch.no_grad()
 def recurrent_weights(model: nn.Module, scheme: str = "orthogonal") -> list[Change]:
     """Re-initialise every recurrent layer: orthogonal (or identity) recurrent weights per gate."""
-    changes = [
-        init_recurrent(n, m, scheme)
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.RNNBase, nn.RNNCellBase))
-    ]
+    changes = [init_recurrent(n, m, scheme) for n, m in model.named_modules() if registry.is_recurrent(m)]
     return changes or [Change("init", "", "no recurrent layer to re-initialise", skipped=True)]

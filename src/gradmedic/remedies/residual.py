@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import registry
 from ..diagnosis.checkup import dry_run
 from ..hooks import HookSet
 from .changes import Change
 
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_LAYERS = registry.WEIGHT_TYPES
 
 
 class Residual(nn.Module):
@@ -94,7 +95,7 @@ def _wrap_blocks(prefix: str, sequential: nn.Sequential, shapes: dict[str, bool]
 def _keeps_shape_by_size(layer: nn.Module) -> bool:
     if isinstance(layer, nn.Linear):
         return layer.in_features == layer.out_features
-    if isinstance(layer, nn.modules.conv._ConvNd):
+    if isinstance(layer, registry.CONV_TYPES):
         padding = layer.padding
         same_padding = padding == "same" or (
             not isinstance(padding, str)

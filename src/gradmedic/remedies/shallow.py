@@ -19,10 +19,11 @@ import copy
 
 from torch import nn
 
+from .. import registry
 from ..errors import ConfigError, ModelError
 from .changes import Change
 
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_LAYERS = registry.WEIGHT_TYPES
 
 
 def split_blocks(model: nn.Sequential) -> list[list[nn.Module]]:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import registry
 from ..diagnosis.checkup import LossFn, checkup, compute_loss, dry_run
 from ..diagnosis.findings import Report, Severity
 from ..errors import ConfigError
@@ -309,7 +310,7 @@ def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> 
         old = (nn.ReLU,) if new == "leaky_relu" else (nn.Sigmoid, nn.Tanh)
         return swap_activations(model, old=old, new=new, data=inputs)
     if family == "normalization":
-        recurrent = any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules())
+        recurrent = any(registry.is_recurrent(m) for m in model.modules())
         return add_normalization(model, "layer" if recurrent else "batch", inputs)
     if family == "residual":
         return add_residual(model, inputs)
