@@ -7,11 +7,11 @@ Example:
 """
 
 from .checkup import checkup, diagnose
-from .findings import Curve, Finding, LayerSummary, Remedy, Report, Severity
+from .findings import Curve, Family, Finding, Kind, LayerSummary, Remedy, Report, Severity
 from .render import print_report
 from .trial import trial
 
 __all__ = [
-    "Curve", "Finding", "LayerSummary", "Remedy", "Report", "Severity", "checkup", "diagnose", "print_report",
-    "trial",
+    "Curve", "Family", "Finding", "Kind", "LayerSummary", "Remedy", "Report", "Severity", "checkup",
+    "diagnose", "print_report", "trial",
 ]  # fmt: skip

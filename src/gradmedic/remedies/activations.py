@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from ..tracing import following_activations
 from .changes import Change, set_submodule
@@ -63,19 +64,25 @@ def swap_activations(
         if isinstance(module, old) and registry.activation_of(module) is not None:
             replacement = make()
             if not name:
-                changes.append(Change("activation", name, "the model itself is the activation", skipped=True))
+                changes.append(
+                    Change(Family.ACTIVATION, name, "the model itself is the activation", skipped=True)
+                )
             elif type(replacement) is not type(module):
                 set_submodule(model, name, replacement)
                 changes.append(
-                    Change("activation", name, f"{type(module).__name__} -> {type(replacement).__name__}")
+                    Change(
+                        Family.ACTIVATION, name, f"{type(module).__name__} -> {type(replacement).__name__}"
+                    )
                 )
             else:
-                changes.append(Change("activation", name, f"already {type(module).__name__}", skipped=True))
+                changes.append(
+                    Change(Family.ACTIVATION, name, f"already {type(module).__name__}", skipped=True)
+                )
     if data is not None:
         changes += _functional_skips(model, before, old)
     if not changes:
         wanted = ", ".join(cls.__name__ for cls in old)
-        changes.append(Change("activation", "", f"no {wanted} module to replace", skipped=True))
+        changes.append(Change(Family.ACTIVATION, "", f"no {wanted} module to replace", skipped=True))
     if reinit_changed and any(not c.skipped for c in changes):
         changes += _reinit_changed(model, data, before)
     return changes
@@ -89,7 +96,7 @@ def _functional_skips(
     module_names = set(following_activations(model))
     return [
         Change(
-            "activation",
+            Family.ACTIVATION,
             layer,
             f"{name} is called inside forward(): change the code to swap it",
             skipped=True,

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from ..layers import find_layers
 from ..op_layers import (
@@ -152,7 +153,7 @@ def reinit(
     for name in chosen:
         if data is None and not is_torch_layer(modules[name]):  # bare weights: found only on data
             why = "bare weights (maybe used by ops in forward()): pass data= (an example batch) to find them"
-            changes.append(Change("init", name, why, skipped=True))
+            changes.append(Change(Family.INIT, name, why, skipped=True))
             continue
         activation = after.get(name)
         orthogonal = deep or (centred and activation in OFF_CENTRE)
@@ -207,10 +208,10 @@ def _reinit_op(
     """Re-initialise an op layer's bare weight (seen as ``[out, in]``) and zero its bias."""
     weight = as_out_in(tensors[op.name], op)
     if op.type == "embedding":
-        return Change("init", op.name, "an embedding keeps its own initialisation", skipped=True)
+        return Change(Family.INIT, op.name, "an embedding keeps its own initialisation", skipped=True)
     if weight is None:
         return Change(
-            "init", op.name, f"no initialiser for a {op.type} op layer: left as it was", skipped=True
+            Family.INIT, op.name, f"no initialiser for a {op.type} op layer: left as it was", skipped=True
         )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
     init_weight(weight, used, activation)
@@ -218,7 +219,7 @@ def _reinit_op(
         with torch.no_grad():
             for name in op.leaves[1:]:
                 tensors[name].zero_()
-    return Change("init", op.name, f"{used} ({activation or 'no activation'})")
+    return Change(Family.INIT, op.name, f"{used} ({activation or 'no activation'})")
 
 
 def _leaky_slopes(model: nn.Module) -> dict[str, float]:
@@ -250,14 +251,16 @@ def _reinit_layer(
 
         return init_recurrent(name, module, "orthogonal")
     if isinstance(module, KEEP_AS_IS):
-        return Change("init", name, f"{type(module).__name__} keeps its own initialisation", skipped=True)
+        return Change(
+            Family.INIT, name, f"{type(module).__name__} keeps its own initialisation", skipped=True
+        )
     if not isinstance(module, WEIGHT_LAYERS):
         return Change(
-            "init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
+            Family.INIT, name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
         )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
     init_weight(module.weight, used, activation, slope)
     if zero_bias and module.bias is not None:
         with torch.no_grad():
             module.bias.zero_()
-    return Change("init", name, f"{used} ({activation or 'no activation'})")
+    return Change(Family.INIT, name, f"{used} ({activation or 'no activation'})")

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .. import registry
 from ..diagnosis.checkup import dry_run
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from ..hooks import HookSet
 from ..layers import find_layers
@@ -88,7 +89,7 @@ def add_normalization(model: nn.Module, kind: str = "batch", data: Any = None) -
     if layers:
         last = layers[-1]
         why = BARE_WEIGHTS if _bare(modules[last]) else "the output layer keeps its scale"
-        changes.append(Change("normalization", last, why, skipped=True))
+        changes.append(Change(Family.NORMALIZATION, last, why, skipped=True))
     return changes
 
 
@@ -107,16 +108,16 @@ def _bare(module: nn.Module) -> bool:
 def _normalize(model: nn.Module, name: str, module: nn.Module, kind: str, followed: bool) -> Change:
     norm = make_norm(module, kind)
     if norm is None and _bare(module):
-        return Change("normalization", name, BARE_WEIGHTS, skipped=True)
+        return Change(Family.NORMALIZATION, name, BARE_WEIGHTS, skipped=True)
     if norm is None or followed:
         reason = (
             "already followed by a norm layer" if norm is not None else f"no norm for {type(module).__name__}"
         )
-        return Change("normalization", name, reason, skipped=True)
+        return Change(Family.NORMALIZATION, name, reason, skipped=True)
     norm.to(next(module.parameters()))  # the device and dtype of the layer
     set_submodule(model, name, nn.Sequential(module, norm).train(module.training))
     return Change(
-        "normalization", name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"
+        Family.NORMALIZATION, name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"
     )
 
 

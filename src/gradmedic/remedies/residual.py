@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .. import registry
 from ..diagnosis.checkup import dry_run
+from ..diagnosis.findings import Family
 from ..hooks import HookSet
 from .changes import Change
 
@@ -55,7 +56,9 @@ def add_residual(model: nn.Module, data: Any = None) -> list[Change]:
         if isinstance(module, nn.Sequential) and id(module) not in wrapped:
             changes += _wrap_blocks(name, module, shapes)
     if not changes:
-        changes.append(Change("residual", "", "no nn.Sequential of shape-preserving blocks", skipped=True))
+        changes.append(
+            Change(Family.RESIDUAL, "", "no nn.Sequential of shape-preserving blocks", skipped=True)
+        )
     return changes
 
 
@@ -82,7 +85,9 @@ def _wrap_blocks(prefix: str, sequential: nn.Sequential, shapes: dict[str, bool]
         if isinstance(parts[0], WEIGHT_LAYERS) and keeps:
             new_children.append(Residual(nn.Sequential(*parts)).train(parts[0].training))
             label = "+".join(type(p).__name__ for p in parts)
-            changes.append(Change("residual", first_name, f"{label} -> x + alpha * ({label}), alpha = 0"))
+            changes.append(
+                Change(Family.RESIDUAL, first_name, f"{label} -> x + alpha * ({label}), alpha = 0")
+            )
         else:
             new_children.extend(parts)
     if changes:

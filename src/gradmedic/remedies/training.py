@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from ..diagnosis.checkup import LossFn
-from ..diagnosis.findings import Report
+from ..diagnosis.findings import Kind, Report
 from ..diagnosis.trial import run_trial
 
 #: Trial findings whose cause may be the learning rate or the optimizer.
-TRAINING_KINDS = ("divergence", "dying_units", "loss_not_decreasing", "saturation_growing")
+TRAINING_KINDS = (Kind.DIVERGENCE, Kind.DYING_UNITS, Kind.LOSS_NOT_DECREASING, Kind.SATURATION_GROWING)
 
 
 def settings_from(report: Report, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
