@@ -149,7 +149,8 @@ ACTIVATIONS: tuple[Activation, ...] = (
     Activation("mish", (nn.Mish,), ("mish",), None, False, "relu", _SR),
     Activation("softplus", (nn.Softplus,), ("softplus",), None, False, "relu", _SR),
     Activation("hardswish", (nn.Hardswish,), ("hardswish",), None, False, "relu", _SR),
-    Activation("logsigmoid", (nn.LogSigmoid,), ("log_sigmoid", "logsigmoid"), None, False, "linear", _S),
+    # F.logsigmoid's __name__ is log_sigmoid (the canonical name stays the module's)
+    Activation("logsigmoid", (nn.LogSigmoid,), ("log_sigmoid",), None, False, "linear", _S),
     # no functional names: F.threshold's own arguments decide what it does, and tanhshrink is rare
     Activation("tanhshrink", (nn.Tanhshrink,), (), None, False, "linear", ActivationFamily.OTHER),
     Activation("threshold", (nn.Threshold,), (), None, True, "linear", ActivationFamily.OTHER),
