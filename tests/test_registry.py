@@ -245,3 +245,13 @@ def test_a_layer_kind_read_from_the_module_or_from_its_class_name_agrees(module)
 def test_reinit_keeps_every_norm_layers_own_init(norm):
     (change,) = reinit(nn.Sequential(norm), "auto")
     assert change.skipped and change.action == f"{type(norm).__name__} keeps its own initialisation"
+
+
+def test_the_labs_activation_arms_are_registry_activations_the_recipes_build():
+    from gradmedic.lab import recipes, studies
+    from gradmedic.remedies.activations import NEW_ACTIVATIONS
+
+    assert set(studies.ACTIVATIONS) <= set(recipes.ACTIVATIONS)
+    for name, make in [*recipes.ACTIVATIONS.items(), *NEW_ACTIVATIONS.items()]:
+        found = registry.activation_of(make())
+        assert found is not None and found.name == ("silu" if name == "swish" else name)

@@ -54,11 +54,13 @@ from ..remedies import (
     reinit,
     truncate,
 )
-from .studies import ACTIVATIONS as STUDIED
 
-#: The activations a recipe can build: the activation study's arms, each made by the registry
-#: with its default arguments (LeakyReLU: ``negative_slope=0.01``).
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {name: registry.by_name(name).make for name in STUDIED}
+#: The activations a recipe can build (the activation study's arms), each made by the registry with
+#: its default arguments (LeakyReLU: ``negative_slope=0.01``).
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    name: registry.by_name(name).make
+    for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "silu", "gelu")
+}
 RECIPES = ("mlp", "cnn", "rnn")
 CELLS = ("rnn", "lstm", "gru", "loop")
 WEIGHTS = (nn.Linear, nn.Conv2d)
