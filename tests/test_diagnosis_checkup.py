@@ -17,7 +17,7 @@ import gradmedic
 import sick_models as sm
 from gradmedic.diagnosis import rules
 from gradmedic.diagnosis.evidence import flush_denormal_enabled
-from gradmedic.diagnosis.findings import Finding, Report, Severity
+from gradmedic.diagnosis.findings import Finding, Kind, Report, Severity
 from gradmedic.errors import ConfigError, ModelError
 from gradmedic.running import SURROGATE_NOTE
 
@@ -445,7 +445,7 @@ def test_vanishing_names_the_very_first_layer(build: Callable[[], sm.Patient]) -
 
 def test_the_catalogue_covers_every_kind_the_rules_report() -> None:
     source = Path(rules.__file__).read_text(encoding="utf-8")
-    reported = set(re.findall(r'Finding\(\s*"(\w+)"', source))
+    reported = {Kind[name].value for name in re.findall(r"Finding\(\s*Kind\.(\w+)", source)}
     covered = {case.kind for case in CATALOGUE.values()} | {
         "stalled_layers",
         "loss_plateau",

@@ -25,9 +25,9 @@ from torch import nn
 import gradmedic
 from gradmedic import plots
 from gradmedic.cli import main
-from gradmedic.diagnosis import catalog, rules
+from gradmedic.diagnosis import catalog
 from gradmedic.diagnosis.checkups import diagnose
-from gradmedic.diagnosis.findings import Finding, LayerSummary, Report, Severity
+from gradmedic.diagnosis.findings import Finding, Kind, LayerSummary, Report, Severity
 from gradmedic.errors import ConfigError
 from gradmedic.history import History
 from gradmedic.html_report import report_html, save_html, treatment_html
@@ -50,10 +50,8 @@ KINDS = [
     "denormal_slowdown",
     "loss_plateau",
 ]
-# ... and any kind the rules report that this list does not name yet
-KINDS += sorted(
-    set(re.findall(r'Finding\(\s*"(\w+)"', Path(rules.__file__).read_text(encoding="utf-8"))) - set(KINDS)
-)
+# ... and any kind a finding can have that this list does not name yet
+KINDS += sorted({kind.value for kind in Kind} - set(KINDS))
 REMEDIES = [
     catalog.non_saturating_activation("sigmoid"),
     catalog.leaky_activation(),

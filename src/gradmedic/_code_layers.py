@@ -25,6 +25,7 @@ LAYERS = ("foundations", "measuring", "diagnosis", "remedies", "presentation", "
 CODE_LAYERS: dict[str, str] = {
     # errors, hooks, model layers and ops, schedules, pure statistics, running a model, data
     "gradmedic._code_layers": "foundations",
+    "gradmedic._deprecation": "foundations",
     "gradmedic._providers": "foundations",
     "gradmedic._version": "foundations",
     "gradmedic.datasets": "foundations",
@@ -33,6 +34,7 @@ CODE_LAYERS: dict[str, str] = {
     "gradmedic.layers": "foundations",
     "gradmedic.op_layers": "foundations",
     "gradmedic.recurrent_stats": "foundations",
+    "gradmedic.registry": "foundations",
     "gradmedic.running": "foundations",
     "gradmedic.schedules": "foundations",
     "gradmedic.stats": "foundations",

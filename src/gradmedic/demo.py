@@ -15,13 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import registry
 from .datasets import load_digits_split
 from .history import History
 from .profile import layer_profile
 from .terminal import fmt, log_bar
 from .training import train_classifier
 
-WEIGHT_TYPES = {"Linear", "Conv1d", "Conv2d", "Conv3d"}
+#: Class names of the weight layers (Linear, Conv...), as a History keeps them.
+WEIGHT_TYPES = registry.class_names(registry.WEIGHT_TYPES)
 
 
 def sick_network(depth: int = 20, width: int = 64, n_in: int = 64, n_out: int = 10) -> nn.Sequential:

@@ -17,16 +17,13 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from . import registry
 from .errors import ModelError
 
-#: Elementwise activation modules. Softmax and attention are not elementwise and are left out.
-ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.ReLU6, nn.Softsign, nn.Hardsigmoid, nn.ReLU,
-    nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Softplus, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink, nn.Threshold,
-)  # fmt: skip
-
-RECURRENT_TYPES: tuple[type[nn.Module], ...] = (nn.RNNBase, nn.RNNCellBase)
+#: Elementwise activation modules and recurrent layers (see :mod:`gradmedic.registry`). Softmax and
+#: attention are not elementwise and are not activations.
+ACTIVATION_TYPES = registry.ACTIVATION_TYPES
+RECURRENT_TYPES = registry.RECURRENT_TYPES
 
 
 @dataclass
@@ -52,13 +49,14 @@ class LayerInfo:
 
 
 def is_activation(module: nn.Module) -> bool:
-    """Whether ``module`` is an elementwise activation module.
+    """Whether ``module`` is an elementwise activation module (a registered one or a subclass of one;
+    see :mod:`gradmedic.registry` for the rule for the unknown).
 
     Example:
         >>> is_activation(nn.GELU()), is_activation(nn.Linear(1, 1))
         (True, False)
     """
-    return isinstance(module, ACTIVATION_TYPES)
+    return registry.activation_of(module) is not None
 
 
 def find_layers(model: nn.Module, required: bool = True) -> list[LayerInfo]:

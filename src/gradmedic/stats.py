@@ -23,10 +23,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-#: A unit is "saturated" where its local slope is below this fraction of the activation's
-#: largest slope (sigmoid: 0.25, tanh: 1). At 5 %, a signal crossing the unit keeps at most
-#: 1/20 of what a unit in the linear regime passes on: two such layers already cost 400x.
-SATURATION_SLOPE = 0.05
+from . import registry
+
+# the saturation vocabulary lives in the registry; re-exported here, where the statistics use it
+from .registry import SATURATION_SLOPE as SATURATION_SLOPE
+from .registry import SaturationBand as SaturationBand
 
 #: Below this norm, squares of float32 values underflow (the smallest normal float32 is 1.2e-38),
 #: so on CPU the norm is computed again in float64.
@@ -147,26 +148,9 @@ def grouped_sums(values: Tensor, groups: Tensor, n_groups: int) -> Tensor:
     return out.index_add_(0, groups.to(values.device), values)
 
 
-@dataclass(frozen=True)
-class SaturationBand:
-    """Where an activation is saturated: outputs farther than ``radius`` from ``center``.
-
-    Each band is where the activation's local slope falls below :data:`SATURATION_SLOPE` of
-    its maximum, solved for the output ``y``:
-
-    * sigmoid, slope ``y(1-y)`` (max 1/4): ``|y - 1/2| > sqrt(1 - 0.05) / 2``;
-    * tanh, slope ``1 - y^2`` (max 1): ``|y| > sqrt(1 - 0.05)``;
-    * softsign, slope ``(1 - |y|)^2`` (max 1): ``|y| > 1 - sqrt(0.05)``;
-    * hardtanh, ReLU6, hardsigmoid: slope 0 on the clipped values, ``|y - mid| >= half-range``.
-    """
-
-    center: float
-    radius: float
-    inclusive: bool = False
-
-
 def saturation_band(module: nn.Module) -> SaturationBand | None:
-    """The saturation band of an activation module, or ``None`` if it cannot saturate.
+    """The saturation band of an activation module, or ``None`` if it cannot saturate (read from
+    :mod:`gradmedic.registry`, where each band is derived).
 
     Example:
         >>> saturation_band(nn.Tanh())
@@ -174,21 +158,8 @@ def saturation_band(module: nn.Module) -> SaturationBand | None:
         >>> saturation_band(nn.ReLU()) is None
         True
     """
-    edge = math.sqrt(1 - SATURATION_SLOPE)
-    if isinstance(module, nn.Sigmoid):
-        return SaturationBand(0.5, edge / 2)
-    if isinstance(module, nn.Tanh):
-        return SaturationBand(0.0, edge)
-    if isinstance(module, nn.Softsign):
-        return SaturationBand(0.0, 1 - math.sqrt(SATURATION_SLOPE))
-    if isinstance(module, nn.Hardsigmoid):
-        return SaturationBand(0.5, 0.5, inclusive=True)
-    if isinstance(module, nn.ReLU6):
-        return SaturationBand(3.0, 3.0, inclusive=True)
-    if isinstance(module, nn.Hardtanh):
-        low, high = module.min_val, module.max_val
-        return SaturationBand((low + high) / 2, (high - low) / 2, inclusive=True)
-    return None
+    activation = registry.activation_of(module)
+    return activation.band_of(module) if activation is not None else None
 
 
 def can_die(module: nn.Module) -> bool:
@@ -198,7 +169,8 @@ def can_die(module: nn.Module) -> bool:
         >>> can_die(nn.ReLU()), can_die(nn.LeakyReLU())
         (True, False)
     """
-    return isinstance(module, (nn.ReLU, nn.ReLU6, nn.Threshold, nn.Hardsigmoid))
+    activation = registry.activation_of(module)
+    return activation is not None and activation.can_die
 
 
 def saturated_fraction(output: Tensor, band: SaturationBand) -> Tensor:

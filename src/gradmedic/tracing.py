@@ -37,21 +37,11 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from . import stats
+from . import registry, stats
 from .hooks import HookSet
 from .layers import find_layers
 from .op_layers import candidate_leaves, leaf_of, op_type, operands
 from .running import call_model, preserved
-
-#: Activation function names (as ``func.__name__`` of torch / F / Tensor methods) and a module
-#: standing for each, used for its saturation band and whether its units can die.
-ACTIVATIONS: dict[str, nn.Module] = {
-    "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "hardtanh": nn.Hardtanh(), "relu6": nn.ReLU6(),
-    "softsign": nn.Softsign(), "hardsigmoid": nn.Hardsigmoid(), "relu": nn.ReLU(),
-    "leaky_relu": nn.LeakyReLU(), "prelu": nn.PReLU(), "rrelu": nn.LeakyReLU(), "elu": nn.ELU(),
-    "selu": nn.SELU(), "celu": nn.CELU(), "gelu": nn.GELU(), "silu": nn.SiLU(), "mish": nn.Mish(),
-    "softplus": nn.Softplus(), "hardswish": nn.Hardswish(), "logsigmoid": nn.LogSigmoid(),
-}  # fmt: skip
 
 
 @dataclass
@@ -64,9 +54,10 @@ class FollowingActivation:
 
 
 def activation_name(func: Callable[..., Any]) -> str | None:
-    """Canonical activation name of a torch function, or None (``relu_`` -> ``relu``)."""
-    name = getattr(func, "__name__", "").rstrip("_")
-    return name if name in ACTIVATIONS else None
+    """Canonical activation name of a torch function, or None (``relu_`` -> ``relu``): the
+    functions :mod:`gradmedic.registry` lists for each activation."""
+    found = registry.activation_of_function(getattr(func, "__name__", ""))
+    return found.name if found is not None else None
 
 
 class ActivationTracer(TorchFunctionMode):
@@ -130,16 +121,16 @@ class ActivationTracer(TorchFunctionMode):
 @torch.no_grad()
 def describe(name: str, output: Tensor) -> FollowingActivation:
     """Saturated and dead fractions of an activation's output (NaN where they do not apply)."""
-    values = stats.activation_stats(output, ACTIVATIONS[name]).tolist()
+    activation = registry.by_name(name)
+    kind = stats.ActivationKind(activation.band_of(), activation.can_die)
+    values = stats.activation_stats(output, kind).tolist()
     return FollowingActivation(name, saturated=values[2], dead=values[3])
 
 
 def activation_of_module(module: nn.Module) -> str | None:
     """Canonical name of an activation module (``nn.LeakyReLU`` -> ``"leaky_relu"``), or None."""
-    for name, example in ACTIVATIONS.items():
-        if type(module) is type(example):
-            return name
-    return None
+    found = registry.activation_of(module)
+    return found.name if found is not None else None
 
 
 def following_activations(model: nn.Module, inputs: Any = None) -> dict[str, str]:

@@ -21,26 +21,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import registry
 from ..history import History, NonFiniteEvent
 from ..op_layers import WEIGHT_OP_TYPES, candidate_leaves
 from ..op_layers import weight_gain as op_weight_gain
 from ..profile import layer_profile
 from ..recurrent_stats import decay_per_step, median_profile, memory_horizon, reach, span
-from ..tracing import ACTIVATIONS, FollowingActivation
+from ..tracing import FollowingActivation
 
-NORM_TYPES = tuple(
-    t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None)) if t
-)
-WEIGHT_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
-_NN_CLASSES = [c for c in vars(nn).values() if isinstance(c, type) and issubclass(c, nn.Module)]
-#: Class names of the normalization and recurrent layers, to read the structure from a History.
-NORM_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, NORM_TYPES)}
-RECURRENT_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, (nn.RNNBase, nn.RNNCellBase))}
-WEIGHT_NAMES = {"Linear", "Conv1d", "Conv2d", "Conv3d"}
-#: Class names of the gated recurrent layers (LSTM, GRU and their cells).
-GATED_NAMES = {c.__name__ for c in _NN_CLASSES if issubclass(c, (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell))}
-#: Canonical activation name of each activation module class ("LeakyReLU" -> "leaky_relu").
-MODULE_ACTIVATION = {type(module).__name__: name for name, module in ACTIVATIONS.items()}
+NORM_TYPES = registry.NORM_TYPES
+WEIGHT_TYPES = registry.WEIGHT_TYPES
+#: Class names of the normalization, recurrent, weight and gated recurrent layers (LSTM, GRU and
+#: their cells), to read the structure from a History.
+NORM_NAMES = registry.class_names(registry.NORM_TYPES)
+RECURRENT_NAMES = registry.class_names(registry.RECURRENT_TYPES)
+WEIGHT_NAMES = registry.class_names(registry.WEIGHT_TYPES)
+GATED_NAMES = registry.class_names(registry.GATED_TYPES)
+
+
+def module_activation(type_name: str) -> str | None:
+    """Canonical name of the activation a History's layer type computes (``"LeakyReLU"`` ->
+    ``"leaky_relu"``), or None for a class the registry does not know.
+
+    Example:
+        >>> module_activation("LeakyReLU"), module_activation("Linear")
+        ('leaky_relu', None)
+    """
+    found = registry.activation_of_class_name(type_name)
+    return found.name if found is not None else None
 
 
 @dataclass
@@ -276,7 +284,7 @@ def _recent(history: History, metric: str, last: int) -> np.ndarray:
 def _add_structure(evidence: Evidence, model: nn.Module) -> None:
     modules = list(model.named_modules())
     evidence.normalized = any(isinstance(m, NORM_TYPES) for _, m in modules)
-    evidence.recurrent = [n for n, m in modules if isinstance(m, (nn.RNNBase, nn.RNNCellBase))]
+    evidence.recurrent = [n for n, m in modules if registry.is_recurrent(m)]
     evidence.on_cpu = all(p.device.type == "cpu" for p in model.parameters())
 
 
@@ -290,7 +298,7 @@ def _activation_modules(history: History, last: int) -> dict[str, FollowingActiv
         if layer.kind == "param":
             owner = layer.name
         elif owner is not None:
-            name = MODULE_ACTIVATION.get(layer.type, layer.type.lower())
+            name = module_activation(layer.type) or layer.type.lower()  # a subclass: its own name
             after[owner] = FollowingActivation(name, float(sat), float(gone))
             owner = None
     return after

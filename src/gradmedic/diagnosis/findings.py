@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -50,13 +51,97 @@ FORMAT = "gradmedic.report"
 VERSION = 1
 
 
+class _Name(str, enum.Enum):
+    """A name that is also the plain string it stands for: equal to it, hashed, formatted, joined,
+    shown (``repr``) and written to JSON as it (``f"{Kind.DEAD_UNITS}"`` is ``"dead_units"``), so
+    reports, logs and reprs read exactly as they did when these were bare strings."""
+
+    __hash__ = str.__hash__  # as the string: also where Enum would hash the member's name
+
+    def __repr__(self) -> str:
+        return repr(str(self.value))
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Kind(_Name):
+    """What a :class:`Finding` names. A ``str``: ``Kind.DEAD_UNITS == "dead_units"``, and a
+    report's JSON holds the plain name.
+
+    Example:
+        >>> Kind.VANISHING_GRADIENT == "vanishing_gradient", f"{Kind.DEAD_UNITS}"
+        (True, 'dead_units')
+        >>> Kind("too_deep") is Kind.TOO_DEEP, Kind.TOO_DEEP.name
+        (True, 'TOO_DEEP')
+    """
+
+    # from the checkup and the monitor (gradmedic.diagnosis.rules)
+    VANISHING_GRADIENT = "vanishing_gradient"
+    EXPLODING_GRADIENT = "exploding_gradient"
+    SATURATED_ACTIVATIONS = "saturated_activations"
+    DEAD_UNITS = "dead_units"
+    INIT_MISMATCH = "init_mismatch"
+    MISSING_NORMALIZATION = "missing_normalization"
+    TOO_DEEP = "too_deep"
+    STALLED_LAYERS = "stalled_layers"
+    NON_FINITE = "non_finite"
+    DENORMAL_SLOWDOWN = "denormal_slowdown"
+    PRECISION_UNDERFLOW = "precision_underflow"
+    LOSS_PLATEAU = "loss_plateau"
+    MEMORY_HORIZON = "memory_horizon"
+    VANISHING_THROUGH_TIME = "vanishing_through_time"
+    EXPLODING_THROUGH_TIME = "exploding_through_time"
+    # from a trial (gradmedic.diagnosis.trial_rules)
+    DIVERGENCE = "divergence"
+    EXPLODING_FORWARD = "exploding_forward"
+    DYING_UNITS = "dying_units"
+    SATURATION_GROWING = "saturation_growing"
+    LOSS_NOT_DECREASING = "loss_not_decreasing"
+    VANISHING_DEVELOPING = "vanishing_developing"
+    EXPLODING_DEVELOPING = "exploding_developing"
+
+
+class Family(_Name):
+    """The family of a :class:`Remedy` (and of a remedy's change): the nine classic remedies,
+    with learning rate and optimizer as one, plus loss scaling for low precision. A ``str``, as
+    :class:`Kind`.
+
+    Example:
+        >>> Family.INIT == "init", [f.value for f in Family][:3]
+        (True, ['activation', 'init', 'normalization'])
+    """
+
+    ACTIVATION = "activation"
+    INIT = "init"
+    NORMALIZATION = "normalization"
+    RESIDUAL = "residual"
+    CLIPPING = "clipping"
+    RECURRENT = "recurrent"
+    OPTIMIZER = "optimizer"
+    SHALLOWER = "shallower"
+    PRECISION = "precision"
+
+
+def _known(enum_type: type[_Name], name: str) -> str:
+    """``name`` as a member of ``enum_type`` when it is one, else the plain string (a report
+    saved by a newer version may name a kind this one does not know)."""
+    try:
+        return enum_type(name)
+    except ValueError:
+        return name
+
+
 @dataclass(frozen=True)
 class Remedy:
     """One of the seed's nine remedies, as a user would apply it.
 
     Attributes:
-        family: ``activation``, ``init``, ``normalization``, ``residual``, ``clipping``,
-            ``recurrent``, ``optimizer``, ``layernorm``, ``shallower`` or ``precision``.
+        family: a :class:`Family` (``activation``, ``init``, ``normalization``, ``residual``,
+            ``clipping``, ``recurrent``, ``optimizer``, ``shallower`` or ``precision``).
         name: short title, e.g. "He (Kaiming) initialization".
         why: one line: why it helps here.
         code: the PyTorch code a user would write.
@@ -72,7 +157,8 @@ class Remedy:
 
 @dataclass
 class Finding:
-    """A named problem, where it is, the numbers behind it, its cause and what to do."""
+    """A named problem (its :class:`Kind`), where it is, the numbers behind it, its cause and what
+    to do."""
 
     kind: str
     severity: Severity
@@ -91,12 +177,14 @@ class Finding:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:
         return cls(
-            kind=data["kind"],
+            kind=_known(Kind, data["kind"]),
             severity=_severity(data["severity"]),
             layers=list(data["layers"]),
             evidence=data["evidence"],
             cause=data["cause"],
-            remedies=[Remedy(**r) for r in data.get("remedies", [])],
+            remedies=[
+                Remedy(**{**r, "family": _known(Family, r["family"])}) for r in data.get("remedies", [])
+            ],
             numbers={k: math.nan if v is None else float(v) for k, v in data.get("numbers", {}).items()},
         )
 

@@ -58,10 +58,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .. import registry
 from ..recurrent_stats import HORIZON_FRACTION, span
+from ..registry import ActivationFamily
 from . import catalog
 from .evidence import Evidence, LayerEvidence, TimeEvidence
-from .findings import Finding, Remedy, Severity
+from .findings import Finding, Kind, Remedy, Severity
 
 VANISH_WARNING, VANISH_CRITICAL = 1e-3, 1e-6
 EXPLODE_WARNING, EXPLODE_CRITICAL = 1e3, 1e6
@@ -77,9 +79,10 @@ TIME_EXPLODE_WARNING, TIME_EXPLODE_CRITICAL = 1e3, 1e6
 _HORIZON = f"1e{round(math.log10(HORIZON_FRACTION))}"  # "1e-3"
 UNDERFLOW_WARNING, UNDERFLOW_CRITICAL = 0.05, 0.5
 
-SATURATING = {"sigmoid", "tanh", "hardtanh", "softsign", "hardsigmoid", "logsigmoid"}
-RELU_FAMILY = {"relu", "leaky_relu", "prelu", "rrelu", "relu6"}
-SMOOTH_RELU = {"gelu", "silu", "mish", "elu", "celu", "softplus", "hardswish"}
+#: Activation names by family (see :mod:`gradmedic.registry`).
+SATURATING = registry.names(ActivationFamily.SATURATING)
+RELU_FAMILY = registry.names(ActivationFamily.RELU)
+SMOOTH_RELU = registry.names(ActivationFamily.SMOOTH_RELU)
 #: Range of std(w) * sqrt(fan_in) that keeps the signal's scale through the activation.
 GAIN_BAND: dict[str, tuple[float, float]] = {
     **{name: (1.2, 1.8) for name in RELU_FAMILY | SMOOTH_RELU},
@@ -174,7 +177,7 @@ def rule_vanishing(evidence: Evidence) -> list[Finding]:
     )
     severity = Severity.CRITICAL if ratio < VANISH_CRITICAL else Severity.WARNING
     numbers = {"ratio": ratio, "per_layer": per_layer, "starved": float(len(starved))}
-    return [Finding("vanishing_gradient", severity, starved, evidence_text, cause, remedies, numbers)]
+    return [Finding(Kind.VANISHING_GRADIENT, severity, starved, evidence_text, cause, remedies, numbers)]
 
 
 def rule_exploding(evidence: Evidence) -> list[Finding]:
@@ -205,7 +208,7 @@ def rule_exploding(evidence: Evidence) -> list[Finding]:
         severity = Severity.CRITICAL if ratio > EXPLODE_CRITICAL else Severity.WARNING
         findings.append(
             Finding(
-                "exploding_gradient",
+                Kind.EXPLODING_GRADIENT,
                 severity,
                 grown,
                 text,
@@ -230,7 +233,7 @@ def _gradient_spikes(evidence: Evidence) -> list[Finding]:
         f"the total gradient norm reached {_fmt(float(series[peak_index]))}, "
         f"{series[peak_index] / median:.0f}x its median, at row {peak_index} of the run"
     )
-    return [Finding("exploding_gradient", Severity.WARNING, [], text,
+    return [Finding(Kind.EXPLODING_GRADIENT, Severity.WARNING, [], text,
                     "a few batches produce huge gradients (a steep region of the loss)",
                     [catalog.clipping(), catalog.lower_learning_rate()],
                     {"spike": float(series[peak_index] / median)})]  # fmt: skip
@@ -261,7 +264,8 @@ def rule_saturation(evidence: Evidence) -> list[Finding]:
         catalog.batch_norm(),
     ]
     cause = "pre-activations too large for the activation: weights or inputs too big, or drifting"
-    return [Finding("saturated_activations", severity, [layer.name for layer in hit], text, cause, remedies,
+    hit_names = [layer.name for layer in hit]
+    return [Finding(Kind.SATURATED_ACTIVATIONS, severity, hit_names, text, cause, remedies,
                     {"worst": worst.saturated})]  # fmt: skip
 
 
@@ -290,7 +294,7 @@ def rule_dead_units(evidence: Evidence) -> list[Finding]:
     cause = (
         "units pushed to negative pre-activations for every input (large updates, bias drift or a bad init)"
     )
-    return [Finding("dead_units", severity, [layer.name for layer in hit], text, cause, remedies,
+    return [Finding(Kind.DEAD_UNITS, severity, [layer.name for layer in hit], text, cause, remedies,
                     {"worst": worst.dead})]  # fmt: skip
 
 
@@ -321,13 +325,15 @@ def rule_init_mismatch(evidence: Evidence) -> list[Finding]:
         else "weights too large for the activation: each layer amplifies (or saturates) the signal"
     )
     remedies = [recommended_init(activation, evidence.depth >= 10), catalog.batch_norm()]
-    return [Finding("init_mismatch", Severity.WARNING, [layer.name for layer in mismatched], text, cause,
+    return [Finding(Kind.INIT_MISMATCH, Severity.WARNING, [layer.name for layer in mismatched], text, cause,
                     remedies, {"gain": gain})]  # fmt: skip
 
 
 def rule_missing_normalization(evidence: Evidence, found: list[Finding]) -> list[Finding]:
     """A deep plain stack without normalization whose signal already degrades."""
-    troubled = {"vanishing_gradient", "exploding_gradient", "saturated_activations"} & {f.kind for f in found}
+    troubled = {Kind.VANISHING_GRADIENT, Kind.EXPLODING_GRADIENT, Kind.SATURATED_ACTIVATIONS} & {
+        f.kind for f in found
+    }
     if evidence.normalized or evidence.depth < 6 or not troubled or evidence.recurrent:
         return []
     layers = [layer.name for layer in evidence.layers if layer.weight]
@@ -338,7 +344,7 @@ def rule_missing_normalization(evidence: Evidence, found: list[Finding]) -> list
     cause = "nothing re-scales the signal between layers, so each layer's drift compounds"
     return [
         Finding(
-            "missing_normalization",
+            Kind.MISSING_NORMALIZATION,
             Severity.WARNING,
             layers,
             text,
@@ -351,7 +357,7 @@ def rule_missing_normalization(evidence: Evidence, found: list[Finding]) -> list
 
 def rule_too_deep(evidence: Evidence, found: list[Finding]) -> list[Finding]:
     """The signal reaches only the top of a deep plain stack: a shallower model would do as well."""
-    vanishing = next((f for f in found if f.kind == "vanishing_gradient"), None)
+    vanishing = next((f for f in found if f.kind == Kind.VANISHING_GRADIENT), None)
     _, layers = signal_ratio(evidence)
     if vanishing is None or evidence.normalized or evidence.depth < 8:
         return []
@@ -363,7 +369,7 @@ def rule_too_deep(evidence: Evidence, found: list[Finding]) -> list[Finding]:
     text = f"the signal stays above 1e-3 of the last layer's in only the top {reach} of {len(layers)} layers"
     cause = "the layers below that depth barely change: they add cost and noise, not capacity"
     remedies = [catalog.shallower(max(reach, 2)), catalog.residual()]
-    return [Finding("too_deep", Severity.WARNING, unreached, text, cause, remedies,
+    return [Finding(Kind.TOO_DEEP, Severity.WARNING, unreached, text, cause, remedies,
                     {"reach": float(reach), "depth": float(len(layers))})]  # fmt: skip
 
 
@@ -382,7 +388,7 @@ def rule_stalled(evidence: Evidence) -> list[Finding]:
         f"{_fmt(stalled[0].update_ratio)}"
     )
     _, remedies = _vanishing_cause(evidence)
-    return [Finding("stalled_layers", Severity.WARNING, [layer.name for layer in stalled], text,
+    return [Finding(Kind.STALLED_LAYERS, Severity.WARNING, [layer.name for layer in stalled], text,
                     "these layers receive (almost) no gradient, so they do not learn",
                     remedies, {"top": top})]  # fmt: skip
 
@@ -403,7 +409,13 @@ def rule_non_finite(evidence: Evidence) -> list[Finding]:
     remedies = [catalog.lower_learning_rate(), catalog.clipping(), catalog.he_init()]
     return [
         Finding(
-            "non_finite", Severity.CRITICAL, [first.layer], text, cause, remedies, {"step": float(first.step)}
+            Kind.NON_FINITE,
+            Severity.CRITICAL,
+            [first.layer],
+            text,
+            cause,
+            remedies,
+            {"step": float(first.step)},
         )
     ]
 
@@ -421,7 +433,7 @@ def rule_denormal(evidence: Evidence) -> list[Finding]:
         "to flush them to zero at once, and treat the vanishing gradient"
     )
     _, remedies = _vanishing_cause(evidence)
-    return [Finding("denormal_slowdown", Severity.WARNING, [], text, cause, remedies,
+    return [Finding(Kind.DENORMAL_SLOWDOWN, Severity.WARNING, [], text, cause, remedies,
                     {"subnormal_fraction": evidence.subnormal_fraction})]  # fmt: skip
 
 
@@ -456,7 +468,7 @@ def rule_precision_underflow(evidence: Evidence) -> list[Finding]:
             "too small) the backward pass rounds them to subnormals or to zero"
         )
         remedies = [catalog.loss_scaling(), catalog.bfloat16()]
-    return [Finding("precision_underflow", severity, [layer.name for layer in hit], text, cause,
+    return [Finding(Kind.PRECISION_UNDERFLOW, severity, [layer.name for layer in hit], text, cause,
                     remedies, {"worst": worst.underflow})]  # fmt: skip
 
 
@@ -471,7 +483,7 @@ def rule_plateau(evidence: Evidence) -> list[Finding]:
         return []
     text = f"over {len(loss)} logged steps the loss went from {early:.4g} to {late:.4g} (less than 1% better)"
     _, remedies = _vanishing_cause(evidence)
-    return [Finding("loss_plateau", Severity.WARNING, [], text,
+    return [Finding(Kind.LOSS_PLATEAU, Severity.WARNING, [], text,
                     "the gradient that reaches the weights is too small (or too noisy) to make progress",
                     [catalog.adaptive_optimizer(), *[r for r in remedies if r.family != "optimizer"]],
                     {"early": early, "late": late})]  # fmt: skip
@@ -518,7 +530,7 @@ def _through_time(layer: TimeEvidence) -> list[Finding]:
         f"steps back; {sequence}; at the first step it is {_fmt(ratio)} of it (x{layer.decay:.2f} per step)"
     )
     cause = "how far back a loss at the end of the sequence still teaches the layer (its memory horizon)"
-    return [Finding("memory_horizon", Severity.INFO, [layer.name], text, cause, [], numbers)]
+    return [Finding(Kind.MEMORY_HORIZON, Severity.INFO, [layer.name], text, cause, [], numbers)]
 
 
 def _vanishing_through_time(layer: TimeEvidence, ratio: float, sequence: str,
@@ -548,7 +560,7 @@ def _vanishing_through_time(layer: TimeEvidence, ratio: float, sequence: str,
                 catalog.adaptive_optimizer()]  # fmt: skip
     critical = ratio == 0 or layer.horizon < TIME_CRITICAL_SHARE * min(layer.length, layer.steps)
     severity = Severity.CRITICAL if critical else Severity.WARNING
-    return Finding("vanishing_through_time", severity, [layer.name], text, cause, remedies, numbers)
+    return Finding(Kind.VANISHING_THROUGH_TIME, severity, [layer.name], text, cause, remedies, numbers)
 
 
 def _exploding_through_time(layer: TimeEvidence, peak: float, sequence: str,
@@ -566,7 +578,7 @@ def _exploding_through_time(layer: TimeEvidence, peak: float, sequence: str,
     if not layer.gated:
         remedies.append(catalog.gated_recurrent())
     severity = Severity.CRITICAL if peak > TIME_EXPLODE_CRITICAL else Severity.WARNING
-    return Finding("exploding_through_time", severity, [layer.name], text, cause, remedies,
+    return Finding(Kind.EXPLODING_THROUGH_TIME, severity, [layer.name], text, cause, remedies,
                    {**numbers, "peak": peak})  # fmt: skip
 
 

@@ -56,7 +56,7 @@ import numpy as np
 from ..history import FORWARD_METRICS, NonFiniteEvent
 from . import catalog, rules
 from .evidence import Evidence
-from .findings import Curve, Finding, Remedy, Severity
+from .findings import Curve, Family, Finding, Kind, Remedy, Severity
 
 WINDOW = 3
 RISE, EXPLODED = 2.0, 100.0
@@ -244,7 +244,7 @@ def rule_divergence(evidence: TrialEvidence) -> list[Finding]:
         text += f"; the first layer whose {place[1]} values {verb}: {place[0]!r} (step {place[2]})"
     cause, remedies = _divergence_cause(evidence)
     numbers = {"step": float(step), "start": start, "lr": evidence.lr, **_what_worked(evidence)}
-    return [Finding("divergence", Severity.CRITICAL, [place[0]] if place else [], text, cause, remedies,
+    return [Finding(Kind.DIVERGENCE, Severity.CRITICAL, [place[0]] if place else [], text, cause, remedies,
                     numbers)]  # fmt: skip
 
 
@@ -255,12 +255,12 @@ def _exploding_forward(layer: str) -> Finding:
         "division of too large an input), whatever the learning rate"
     )
     remedies = [
-        Remedy("activation", "Bound the overflowing operation",
+        Remedy(Family.ACTIVATION, "Bound the overflowing operation",
                "a bounded input keeps exp/pow within the float range",
                "x = torch.clamp(x, max=80.0)  # before exp; or use logsumexp / softplus"),
         catalog.he_init(), catalog.batch_norm(),
     ]  # fmt: skip
-    return Finding("exploding_forward", Severity.CRITICAL, [layer], text, cause, remedies, {"step": 0.0})
+    return Finding(Kind.EXPLODING_FORWARD, Severity.CRITICAL, [layer], text, cause, remedies, {"step": 0.0})
 
 
 def _divergence_cause(evidence: TrialEvidence) -> tuple[str, list[Remedy]]:
@@ -305,11 +305,11 @@ def _remedy_of(counterfactual: Counterfactual, optimizer: str, showed: str = "co
     if counterfactual.change == "lr":
         rate = counterfactual.settings["lr"]
         name = optimizer.split("(")[0]
-        return Remedy("optimizer", f"Learning rate {rate:.3g}",
+        return Remedy(Family.OPTIMIZER, f"Learning rate {rate:.3g}",
                       f"the mini-trial at this rate {showed} ({counterfactual.summary()})",
                       f"torch.optim.{name}(model.parameters(), lr={rate:.3g})")  # fmt: skip
     norm = counterfactual.settings["max_norm"]
-    return Remedy("clipping", f"Gradient clipping at norm {norm:.3g}",
+    return Remedy(Family.CLIPPING, f"Gradient clipping at norm {norm:.3g}",
                   f"the mini-trial with clipping kept the loss finite ({counterfactual.summary()})",
                   f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={norm:.3g})")  # fmt: skip
 
@@ -361,7 +361,7 @@ def rule_dying_units(evidence: TrialEvidence) -> list[Finding]:
     cause, remedies, worked = _dying_cause(evidence, worst)
     severity = Severity.CRITICAL if late >= DEAD_CRITICAL else Severity.WARNING
     numbers = {"worst": late, "newly_dead": late - early, "step": float(when), **worked}
-    return [Finding("dying_units", severity, list(dying), text, cause, remedies, numbers)]
+    return [Finding(Kind.DYING_UNITS, severity, list(dying), text, cause, remedies, numbers)]
 
 
 def _dying_cause(evidence: TrialEvidence, layer: str) -> tuple[str, list[Remedy], dict[str, float]]:
@@ -423,7 +423,7 @@ def rule_saturation_growing(evidence: TrialEvidence) -> list[Finding]:
         catalog.lower_learning_rate(),
     ]
     cause = "updates grow the weights (or shift the biases) until the pre-activations sit in the flat tails"
-    return [Finding("saturation_growing", severity, list(grown), text, cause, remedies, {"worst": worst})]
+    return [Finding(Kind.SATURATION_GROWING, severity, list(grown), text, cause, remedies, {"worst": worst})]
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def rule_not_decreasing(evidence: TrialEvidence) -> list[Finding]:
         )
         remedies.insert(0, _remedy_of(higher[0], evidence.optimizer))
     numbers = {"early": early, "late": late, "noise": NOISE_SIGMAS * error, **_what_worked(evidence, 1.0)}
-    return [Finding("loss_not_decreasing", Severity.WARNING, [], text, cause, remedies, numbers)]
+    return [Finding(Kind.LOSS_NOT_DECREASING, Severity.WARNING, [], text, cause, remedies, numbers)]
 
 
 def signal_ratios(evidence: TrialEvidence) -> np.ndarray:
@@ -486,11 +486,11 @@ def rule_signal_developing(evidence: TrialEvidence) -> list[Finding]:
             "the updates drive the layers into a regime that passes less gradient (saturation, dying units)"
         )
         remedies = rules._vanishing_cause(evidence.base)[1]
-        return [Finding("vanishing_developing", Severity.WARNING, [], text, cause, remedies, numbers)]
+        return [Finding(Kind.VANISHING_DEVELOPING, Severity.WARNING, [], text, cause, remedies, numbers)]
     if end > rules.EXPLODE_WARNING and end >= DECADE * start:
         cause = "the updates grow the weights so that each layer amplifies the signal more"
         remedies = [catalog.clipping(), catalog.lower_learning_rate(), catalog.batch_norm()]
-        return [Finding("exploding_developing", Severity.WARNING, [], text, cause, remedies, numbers)]
+        return [Finding(Kind.EXPLODING_DEVELOPING, Severity.WARNING, [], text, cause, remedies, numbers)]
     return []
 
 
@@ -499,8 +499,9 @@ TRIAL_RULES = [
     rule_signal_developing,
 ]  # fmt: skip
 #: Kinds the trial's rules can give (for the report and the CLI).
-TRIAL_KINDS = ("divergence", "exploding_forward", "dying_units", "saturation_growing", "stalled_layers",
-               "loss_not_decreasing", "vanishing_developing", "exploding_developing")  # fmt: skip
+TRIAL_KINDS = (Kind.DIVERGENCE, Kind.EXPLODING_FORWARD, Kind.DYING_UNITS, Kind.SATURATION_GROWING,
+               Kind.STALLED_LAYERS, Kind.LOSS_NOT_DECREASING, Kind.VANISHING_DEVELOPING,
+               Kind.EXPLODING_DEVELOPING)  # fmt: skip
 
 
 def run_trial_rules(evidence: TrialEvidence) -> list[Finding]:

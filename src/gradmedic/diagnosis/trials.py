@@ -44,7 +44,7 @@ from ..layers import require_module
 from ..monitor import Monitor
 from ..running import batch_size, call_model, compute_loss
 from .checkups import checkup
-from .evidence import MODULE_ACTIVATION, evidence_from_history
+from .evidence import evidence_from_history, module_activation
 from .findings import Curve, Report, Severity, agreeing_score
 from .trial_rules import (
     Counterfactual,
@@ -495,7 +495,7 @@ def _following_columns(history: History) -> dict[int, int]:
         layer = history.layers[column]
         if layer.kind == "param":
             owner = column
-        elif owner is not None and layer.type in MODULE_ACTIVATION:
+        elif owner is not None and module_activation(layer.type) is not None:
             after[owner] = column
             owner = None
     return after

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import registry
 from ..diagnosis import Report, checkup
 from ..diagnosis.evidence import time_evidence
 from ..diagnosis.trials import MONITOR_OPTIONS, early_verdict
@@ -166,7 +167,7 @@ def time_signal(model: nn.Module, x: Tensor, y: Tensor, data: TaskData) -> list[
         >>> len(profile), profile[0] > profile[-1] > 0
         (12, True)
     """
-    if not any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules()):
+    if not any(registry.is_recurrent(m) for m in model.modules()):
         return None
     trial = copy.deepcopy(model)
     loss_fn = data.checkup_loss() or data.loss

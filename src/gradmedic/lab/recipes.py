@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import registry
 from ..errors import ConfigError
 from ..remedies import (
     Residual,
@@ -54,15 +55,11 @@ from ..remedies import (
     truncate,
 )
 
+#: The activations a recipe can build (the activation study's arms), each made by the registry with
+#: its default arguments (LeakyReLU: ``negative_slope=0.01``).
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
+    name: registry.by_name(name).make
+    for name in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "silu", "gelu")
 }
 RECIPES = ("mlp", "cnn", "rnn")
 CELLS = ("rnn", "lstm", "gru", "loop")

@@ -43,6 +43,8 @@ LADDERS: dict[str, tuple[float, ...]] = {
     "sgd": (3e-2, 1e-1, 3e-1, 1.0),
     "momentum": (3e-3, 1e-2, 3e-2, 1e-1),
 }
+#: The activation study's arms (names of :mod:`gradmedic.registry`; :mod:`gradmedic.lab.recipes` builds
+#: them from it; not imported here, to keep the studies light).
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "silu", "gelu")
 INITS = ("default", "xavier", "he", "lecun", "orthogonal", "lsuv")
 

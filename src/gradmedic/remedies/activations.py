@@ -14,22 +14,24 @@ from typing import Any
 
 from torch import nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
-from ..layers import ACTIVATION_TYPES
-from ..tracing import activation_of_module, following_activations
+from ..tracing import following_activations
 from .changes import Change, set_submodule
 
-#: The seed's choices, by name.
+#: The seed's choices, by name (``swish`` is SiLU), each made by the registry with its defaults
+#: (LeakyReLU: ``negative_slope=0.01``).
 NEW_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.01),
-    "elu": nn.ELU,
-    "selu": nn.SELU,
-    "silu": nn.SiLU,
-    "swish": nn.SiLU,
-    "gelu": nn.GELU,
+    **{name: registry.by_name(name).make for name in ("relu", "leaky_relu", "elu", "selu", "silu")},
+    "swish": registry.by_name("silu").make,
+    "gelu": registry.by_name("gelu").make,
 }
-SATURATING: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Tanh)
+#: What is swapped by default: the two saturating activations the seed names.
+SATURATING: tuple[type[nn.Module], ...] = (
+    *registry.by_name("sigmoid").modules,
+    *registry.by_name("tanh").modules,
+)
 
 
 def activation_factory(new: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -59,22 +61,28 @@ def swap_activations(
     changes = []
     # remove_duplicate=False: an activation module used at several places is replaced at each
     for name, module in list(model.named_modules(remove_duplicate=False)):
-        if isinstance(module, old) and isinstance(module, ACTIVATION_TYPES):
+        if isinstance(module, old) and registry.activation_of(module) is not None:
             replacement = make()
             if not name:
-                changes.append(Change("activation", name, "the model itself is the activation", skipped=True))
+                changes.append(
+                    Change(Family.ACTIVATION, name, "the model itself is the activation", skipped=True)
+                )
             elif type(replacement) is not type(module):
                 set_submodule(model, name, replacement)
                 changes.append(
-                    Change("activation", name, f"{type(module).__name__} -> {type(replacement).__name__}")
+                    Change(
+                        Family.ACTIVATION, name, f"{type(module).__name__} -> {type(replacement).__name__}"
+                    )
                 )
             else:
-                changes.append(Change("activation", name, f"already {type(module).__name__}", skipped=True))
+                changes.append(
+                    Change(Family.ACTIVATION, name, f"already {type(module).__name__}", skipped=True)
+                )
     if data is not None:
         changes += _functional_skips(model, before, old)
     if not changes:
         wanted = ", ".join(cls.__name__ for cls in old)
-        changes.append(Change("activation", "", f"no {wanted} module to replace", skipped=True))
+        changes.append(Change(Family.ACTIVATION, "", f"no {wanted} module to replace", skipped=True))
     if reinit_changed and any(not c.skipped for c in changes):
         changes += _reinit_changed(model, data, before)
     return changes
@@ -84,11 +92,11 @@ def _functional_skips(
     model: nn.Module, before: dict[str, str], old: tuple[type[nn.Module], ...]
 ) -> list[Change]:
     """Saturating activations traced after a layer but not found as modules: functional calls."""
-    old_names = {activation_of_module(cls()) for cls in old if _constructible(cls)}
+    old_names = {found.name for cls in old if (found := registry.activation_of_type(cls)) is not None}
     module_names = set(following_activations(model))
     return [
         Change(
-            "activation",
+            Family.ACTIVATION,
             layer,
             f"{name} is called inside forward(): change the code to swap it",
             skipped=True,
@@ -96,14 +104,6 @@ def _functional_skips(
         for layer, name in before.items()
         if name in old_names and layer not in module_names
     ]
-
-
-def _constructible(cls: type[nn.Module]) -> bool:
-    try:
-        cls()
-    except TypeError:
-        return False
-    return True
 
 
 def _reinit_changed(model: nn.Module, data: Any, before: dict[str, str]) -> list[Change]:

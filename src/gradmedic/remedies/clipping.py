@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from .changes import Change
 
@@ -137,7 +138,7 @@ class GradientClipper:
     def describe(self) -> Change:
         settings = {"norm": f"max_norm={self.max_norm}", "value": f"clip_value={self.clip_value}",
                     "agc": f"clipping={self.clipping}"}  # fmt: skip
-        return Change("clipping", "(optimizer)", f"{self.mode} clipping, {settings[self.mode]}")
+        return Change(Family.CLIPPING, "(optimizer)", f"{self.mode} clipping, {settings[self.mode]}")
 
 
 def clip_gradients(

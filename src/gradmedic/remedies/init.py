@@ -11,13 +11,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
-from ..layers import ACTIVATION_TYPES, find_layers
+from ..layers import find_layers
 from ..op_layers import (
     WEIGHT_OP_TYPES,
     OpLayer,
@@ -30,34 +32,38 @@ from ..op_layers import (
 from ..tracing import following_activations
 from .changes import Change
 
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_LAYERS = registry.WEIGHT_TYPES
 #: Layers reinit leaves alone on purpose (their own init is already right).
-KEEP_AS_IS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.PReLU)
-RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "rrelu", "gelu", "silu", "mish", "elu", "celu",
-             "softplus", "hardswish"}  # fmt: skip
+KEEP_AS_IS = (*registry.NORM_TYPES, nn.Embedding, nn.PReLU)
+#: Activations whose layers take He (Kaiming) init: the ReLU families of the registry.
+RELU_LIKE = registry.names(*registry.HE_FAMILIES)
 SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he", "kaiming_uniform",
            "kaiming_normal", "lecun", "orthogonal", "lsuv")  # fmt: skip
 DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
 #: Saturating activations whose outputs are not centred on 0 (a sigmoid averages 0.5, with slope
 #: 1/4 at most): no data-free scale suits the layers before them (from ~8 layers); with data, auto
-#: centres each unit and scales the layer to unit output variance (LSUV with centring).
-OFF_CENTRE = ("sigmoid", "hardsigmoid")
+#: centres each unit and scales the layer to unit output variance (LSUV with centring). Read from
+#: the registry: the saturating ones whose band is centred away from 0 (sigmoid, hardsigmoid).
+OFF_CENTRE = tuple(
+    a.name
+    for a in registry.ACTIVATIONS
+    if a.family is registry.ActivationFamily.SATURATING and a.band is not None and a.band.center != 0
+)
 
 
 Nonlinearity = Literal["linear", "sigmoid", "tanh", "relu", "leaky_relu", "selu"]
 
 
 def nonlinearity(activation: str | None) -> Nonlinearity:
-    """The ``torch.nn.init.calculate_gain`` name for an activation (ReLU-like ones map to relu)."""
-    names: dict[str, Nonlinearity] = {
-        "tanh": "tanh",
-        "sigmoid": "sigmoid",
-        "selu": "selu",
-        "leaky_relu": "leaky_relu",
-    }
-    if activation in names:
-        return names[activation]
-    return "relu" if activation in RELU_LIKE else "linear"
+    """The ``torch.nn.init.calculate_gain`` name for an activation, as the registry gives it
+    (ReLU-like ones map to relu; an activation it does not know, or none, to linear).
+
+    Example:
+        >>> nonlinearity("gelu"), nonlinearity("tanh"), nonlinearity(None)
+        ('relu', 'tanh', 'linear')
+    """
+    found = registry.lookup(activation)
+    return cast(Nonlinearity, found.gain if found is not None else "linear")
 
 
 def auto_scheme(activation: str | None, deep: bool) -> str:
@@ -147,7 +153,7 @@ def reinit(
     for name in chosen:
         if data is None and not is_torch_layer(modules[name]):  # bare weights: found only on data
             why = "bare weights (maybe used by ops in forward()): pass data= (an example batch) to find them"
-            changes.append(Change("init", name, why, skipped=True))
+            changes.append(Change(Family.INIT, name, why, skipped=True))
             continue
         activation = after.get(name)
         orthogonal = deep or (centred and activation in OFF_CENTRE)
@@ -202,10 +208,10 @@ def _reinit_op(
     """Re-initialise an op layer's bare weight (seen as ``[out, in]``) and zero its bias."""
     weight = as_out_in(tensors[op.name], op)
     if op.type == "embedding":
-        return Change("init", op.name, "an embedding keeps its own initialisation", skipped=True)
+        return Change(Family.INIT, op.name, "an embedding keeps its own initialisation", skipped=True)
     if weight is None:
         return Change(
-            "init", op.name, f"no initialiser for a {op.type} op layer: left as it was", skipped=True
+            Family.INIT, op.name, f"no initialiser for a {op.type} op layer: left as it was", skipped=True
         )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
     init_weight(weight, used, activation)
@@ -213,7 +219,7 @@ def _reinit_op(
         with torch.no_grad():
             for name in op.leaves[1:]:
                 tensors[name].zero_()
-    return Change("init", op.name, f"{used} ({activation or 'no activation'})")
+    return Change(Family.INIT, op.name, f"{used} ({activation or 'no activation'})")
 
 
 def _leaky_slopes(model: nn.Module) -> dict[str, float]:
@@ -224,7 +230,7 @@ def _leaky_slopes(model: nn.Module) -> dict[str, float]:
     for name, module in model.named_modules():
         if isinstance(module, nn.LeakyReLU) and owner is not None:
             slopes[owner] = module.negative_slope
-        if isinstance(module, ACTIVATION_TYPES):
+        if registry.activation_of(module) is not None:
             owner = None
         elif any(True for _ in module.parameters(recurse=False)):
             owner = name
@@ -240,19 +246,21 @@ def _reinit_layer(
     zero_bias: bool,
     slope: float = 0.01,
 ) -> Change:
-    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+    if registry.is_recurrent(module):
         from .recurrent import init_recurrent
 
         return init_recurrent(name, module, "orthogonal")
     if isinstance(module, KEEP_AS_IS):
-        return Change("init", name, f"{type(module).__name__} keeps its own initialisation", skipped=True)
+        return Change(
+            Family.INIT, name, f"{type(module).__name__} keeps its own initialisation", skipped=True
+        )
     if not isinstance(module, WEIGHT_LAYERS):
         return Change(
-            "init", name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
+            Family.INIT, name, f"no initialiser for {type(module).__name__}: left as it was", skipped=True
         )
     used = auto_scheme(activation, deep) if scheme == "auto" else "orthogonal" if scheme == "lsuv" else scheme
     init_weight(module.weight, used, activation, slope)
     if zero_bias and module.bias is not None:
         with torch.no_grad():
             module.bias.zero_()
-    return Change("init", name, f"{used} ({activation or 'no activation'})")
+    return Change(Family.INIT, name, f"{used} ({activation or 'no activation'})")

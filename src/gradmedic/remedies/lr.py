@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..diagnosis.findings import Report
+from ..diagnosis.findings import Kind, Report
 from ..errors import ConfigError
 from ..running import call_model, preserved
 from ..training import make_optimizer
@@ -149,10 +149,10 @@ def suggest_optimizer(report: Report) -> tuple[str, str]:
         'adam'
     """
     kinds = set(report.kinds)
-    if kinds & {"vanishing_gradient", "stalled_layers", "vanishing_through_time", "loss_plateau"}:
+    if kinds & {Kind.VANISHING_GRADIENT, Kind.STALLED_LAYERS, Kind.VANISHING_THROUGH_TIME, Kind.LOSS_PLATEAU}:
         return "adam", "per-parameter step sizes let the layers with small gradients move (Adam)"
-    if kinds & {"exploding_gradient", "non_finite"}:
+    if kinds & {Kind.EXPLODING_GRADIENT, Kind.NON_FINITE}:
         return "adam", "Adam's normalised steps bound each update; use it with gradient clipping"
-    if "dead_units" in kinds:
+    if Kind.DEAD_UNITS in kinds:
         return "rmsprop", "smaller effective steps on large gradients keep units from being pushed dead"
     return "adam", "a robust default for a healthy network (SGD with momentum also fits)"

@@ -25,12 +25,15 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..hooks import HookSet
 from ..op_layers import OpLayer, leaf_of, leaf_tensors, op_type, operands
 from ..running import dry_run
 from .changes import Change
 
-CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
+#: Layers LSUV rescales: the registry's weight layers (their output is linear in the weight).
+CALIBRATED = registry.WEIGHT_TYPES
 TINY = 1e-12
 TOLERANCE = 0.05
 MAX_ITERATIONS = 10
@@ -65,15 +68,15 @@ def rescale_to_unit_variance(
             hooks.add(modules[name].register_forward_hook(_calibrate(name, center, found)))
     dry_run(model, data, hooks)
     return [
-        Change("init", name, found[name]) if name in found else _skip(name, modules.get(name))
+        Change(Family.INIT, name, found[name]) if name in found else _skip(name, modules.get(name))
         for name in names
     ]
 
 
 def _skip(name: str, module: nn.Module | None) -> Change:
     if not isinstance(module, CALIBRATED):
-        return Change("init", name, f"lsuv: no rescaling for {type(module).__name__}", skipped=True)
-    return Change("init", name, "lsuv: not called in the forward pass on the data", skipped=True)
+        return Change(Family.INIT, name, f"lsuv: no rescaling for {type(module).__name__}", skipped=True)
+    return Change(Family.INIT, name, "lsuv: not called in the forward pass on the data", skipped=True)
 
 
 def _calibrate(name: str, center: bool, found: dict[str, str]) -> Callable[[nn.Module, Any, Any], Any]:
@@ -129,7 +132,7 @@ def unit_means(module: nn.Module, output: Tensor) -> Tensor:
 
 
 def _channel_dim(module: nn.Module, output: Tensor) -> int:
-    if isinstance(module, nn.modules.conv._ConvNd):  # [N, C, *spatial] or unbatched [C, *spatial]
+    if isinstance(module, registry.CONV_TYPES):  # [N, C, *spatial] or unbatched [C, *spatial]
         return output.dim() - len(module.kernel_size) - 1
     return output.dim() - 1
 
@@ -167,9 +170,9 @@ def rescale_op_layers(model: nn.Module, data: Any, ops: list[OpLayer], center: b
     with calibrator:
         dry_run(model, data)
     return [
-        Change("init", op.name, calibrator.found[op.name])
+        Change(Family.INIT, op.name, calibrator.found[op.name])
         if op.name in calibrator.found
-        else Change("init", op.name, f"lsuv: no rescaling for a {op.type} op layer", skipped=True)
+        else Change(Family.INIT, op.name, f"lsuv: no rescaling for a {op.type} op layer", skipped=True)
         for op in ops
     ]
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from ..hooks import HookSet
 from ..layers import find_layers
@@ -25,7 +27,7 @@ from ..op_layers import is_torch_layer
 from ..running import dry_run
 from .changes import Change, set_submodule
 
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORM_TYPES = registry.NORM_TYPES
 
 
 class FeatureBatchNorm(nn.BatchNorm1d):
@@ -43,7 +45,7 @@ def make_norm(module: nn.Module, kind: str) -> nn.Module | None:
     if isinstance(module, nn.Linear):
         n = module.out_features
         return FeatureBatchNorm(n) if kind == "batch" else nn.LayerNorm(n)
-    if isinstance(module, nn.modules.conv._ConvNd):
+    if isinstance(module, registry.CONV_TYPES):
         channels = module.out_channels
         if kind == "layer":
             return nn.GroupNorm(1, channels)  # LayerNorm over (C, spatial) of each sample
@@ -87,7 +89,7 @@ def add_normalization(model: nn.Module, kind: str = "batch", data: Any = None) -
     if layers:
         last = layers[-1]
         why = BARE_WEIGHTS if _bare(modules[last]) else "the output layer keeps its scale"
-        changes.append(Change("normalization", last, why, skipped=True))
+        changes.append(Change(Family.NORMALIZATION, last, why, skipped=True))
     return changes
 
 
@@ -106,16 +108,16 @@ def _bare(module: nn.Module) -> bool:
 def _normalize(model: nn.Module, name: str, module: nn.Module, kind: str, followed: bool) -> Change:
     norm = make_norm(module, kind)
     if norm is None and _bare(module):
-        return Change("normalization", name, BARE_WEIGHTS, skipped=True)
+        return Change(Family.NORMALIZATION, name, BARE_WEIGHTS, skipped=True)
     if norm is None or followed:
         reason = (
             "already followed by a norm layer" if norm is not None else f"no norm for {type(module).__name__}"
         )
-        return Change("normalization", name, reason, skipped=True)
+        return Change(Family.NORMALIZATION, name, reason, skipped=True)
     norm.to(next(module.parameters()))  # the device and dtype of the layer
     set_submodule(model, name, nn.Sequential(module, norm).train(module.training))
     return Change(
-        "normalization", name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"
+        Family.NORMALIZATION, name, f"{type(module).__name__} -> {type(module).__name__} + {_describe(norm)}"
     )
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from .changes import Change, set_submodule
 
@@ -65,20 +67,20 @@ def swap_recurrent(model: nn.Module, to: str = "lstm") -> list[Change]:
     changes = []
     for name, module in list(model.named_modules()):
         if not name and type(module) in (nn.RNN, nn.RNNCell):
-            changes.append(Change("recurrent", name, ROOT_SKIP, skipped=True))
+            changes.append(Change(Family.RECURRENT, name, ROOT_SKIP, skipped=True))
         elif type(module) is nn.RNN:
             new: nn.Module = GatedRecurrent("lstm", module) if to == "lstm" else _gru_like(module)
             _init_new(new)
             set_submodule(model, name, _like(new, module))
-            changes.append(Change("recurrent", name, f"RNN -> {to.upper()} (same inputs and outputs)"))
+            changes.append(Change(Family.RECURRENT, name, f"RNN -> {to.upper()} (same inputs and outputs)"))
         elif type(module) is nn.RNNCell:
             cell = nn.GRUCell(module.input_size, module.hidden_size, bias=module.bias)
             _init_new(cell)
             set_submodule(model, name, _like(cell, module))
             note = " (an LSTMCell would lose its cell state in your loop)" if to == "lstm" else ""
-            changes.append(Change("recurrent", name, f"RNNCell -> GRUCell{note}"))
+            changes.append(Change(Family.RECURRENT, name, f"RNNCell -> GRUCell{note}"))
     if not changes:
-        changes.append(Change("recurrent", "", "no nn.RNN or nn.RNNCell to replace", skipped=True))
+        changes.append(Change(Family.RECURRENT, "", "no nn.RNN or nn.RNNCell to replace", skipped=True))
     return changes
 
 
@@ -94,7 +96,7 @@ def _gru_like(rnn: nn.RNN) -> nn.GRU:
 
 def _init_new(module: nn.Module) -> None:
     for inner in module.modules():
-        if isinstance(inner, (nn.RNNBase, nn.RNNCellBase)):
+        if registry.is_recurrent(inner):
             init_recurrent("", inner, "orthogonal")
 
 
@@ -127,7 +129,7 @@ def init_recurrent(name: str, module: nn.Module, scheme: str = "orthogonal") -> 
     if mode == "LSTM":
         _set_memory_bias(module, lambda size: torch.ones(size))
     extra = ", forget-gate bias 1" if mode == "LSTM" else ""
-    return Change("init", name, f"recurrent weights {scheme}, input weights xavier{extra}")
+    return Change(Family.INIT, name, f"recurrent weights {scheme}, input weights xavier{extra}")
 
 
 def _set_memory_bias(module: nn.Module, values: object) -> None:
@@ -148,19 +150,21 @@ def forget_gate_bias(model: nn.Module, value: float | str = 1.0, max_len: int | 
         raise ConfigError("value='chrono' needs max_len=the longest dependency in steps (at least 3)")
     changes = []
     for name, module in model.named_modules():
-        mode = _mode(module) if isinstance(module, (nn.RNNBase, nn.RNNCellBase)) else ""
+        mode = _mode(module) if registry.is_recurrent(module) else ""
         if mode not in MEMORY_GATE:
             continue
         if value == "chrono":
             _chrono(module, mode, int(max_len or 0))
-            changes.append(Change("recurrent", name, f"chrono gate bias for {max_len} steps"))
+            changes.append(Change(Family.RECURRENT, name, f"chrono gate bias for {max_len} steps"))
         else:
             _set_memory_bias(module, lambda size, v=float(value): torch.full((size,), v))
             changes.append(
-                Change("recurrent", name, f"{'forget' if mode == 'LSTM' else 'update'}-gate bias {value}")
+                Change(
+                    Family.RECURRENT, name, f"{'forget' if mode == 'LSTM' else 'update'}-gate bias {value}"
+                )
             )
     if not changes:
-        changes.append(Change("recurrent", "", "no LSTM or GRU: no gate bias to set", skipped=True))
+        changes.append(Change(Family.RECURRENT, "", "no LSTM or GRU: no gate bias to set", skipped=True))
     return changes
 
 
@@ -180,9 +184,5 @@ def _chrono(module: nn.RNNBase | nn.RNNCellBase, mode: str, max_len: int) -> Non
 @torch.no_grad()
 def recurrent_weights(model: nn.Module, scheme: str = "orthogonal") -> list[Change]:
     """Re-initialise every recurrent layer: orthogonal (or identity) recurrent weights per gate."""
-    changes = [
-        init_recurrent(n, m, scheme)
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.RNNBase, nn.RNNCellBase))
-    ]
-    return changes or [Change("init", "", "no recurrent layer to re-initialise", skipped=True)]
+    changes = [init_recurrent(n, m, scheme) for n, m in model.named_modules() if registry.is_recurrent(m)]
+    return changes or [Change(Family.INIT, "", "no recurrent layer to re-initialise", skipped=True)]

@@ -21,11 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..hooks import HookSet
 from ..running import dry_run
 from .changes import Change
 
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_LAYERS = registry.WEIGHT_TYPES
 
 
 class Residual(nn.Module):
@@ -54,7 +56,9 @@ def add_residual(model: nn.Module, data: Any = None) -> list[Change]:
         if isinstance(module, nn.Sequential) and id(module) not in wrapped:
             changes += _wrap_blocks(name, module, shapes)
     if not changes:
-        changes.append(Change("residual", "", "no nn.Sequential of shape-preserving blocks", skipped=True))
+        changes.append(
+            Change(Family.RESIDUAL, "", "no nn.Sequential of shape-preserving blocks", skipped=True)
+        )
     return changes
 
 
@@ -81,7 +85,9 @@ def _wrap_blocks(prefix: str, sequential: nn.Sequential, shapes: dict[str, bool]
         if isinstance(parts[0], WEIGHT_LAYERS) and keeps:
             new_children.append(Residual(nn.Sequential(*parts)).train(parts[0].training))
             label = "+".join(type(p).__name__ for p in parts)
-            changes.append(Change("residual", first_name, f"{label} -> x + alpha * ({label}), alpha = 0"))
+            changes.append(
+                Change(Family.RESIDUAL, first_name, f"{label} -> x + alpha * ({label}), alpha = 0")
+            )
         else:
             new_children.extend(parts)
     if changes:
@@ -94,7 +100,7 @@ def _wrap_blocks(prefix: str, sequential: nn.Sequential, shapes: dict[str, bool]
 def _keeps_shape_by_size(layer: nn.Module) -> bool:
     if isinstance(layer, nn.Linear):
         return layer.in_features == layer.out_features
-    if isinstance(layer, nn.modules.conv._ConvNd):
+    if isinstance(layer, registry.CONV_TYPES):
         padding = layer.padding
         same_padding = padding == "same" or (
             not isinstance(padding, str)

@@ -19,10 +19,12 @@ import copy
 
 from torch import nn
 
+from .. import registry
+from ..diagnosis.findings import Family
 from ..errors import ConfigError, ModelError
 from .changes import Change
 
-WEIGHT_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+WEIGHT_LAYERS = registry.WEIGHT_TYPES
 
 
 def split_blocks(model: nn.Sequential) -> list[list[nn.Module]]:
@@ -62,4 +64,4 @@ def truncate(model: nn.Module, depth: int) -> tuple[nn.Sequential, list[Change]]
         raise ConfigError(f"depth={depth}: choose between 1 and the current {current} blocks")
     kept = [first, *middle[: depth - 1], head]
     short = nn.Sequential(*[copy.deepcopy(m) for block in kept for m in block])
-    return short, [Change("shallower", "", f"kept {depth} of {current} blocks and the head")]
+    return short, [Change(Family.SHALLOWER, "", f"kept {depth} of {current} blocks and the head")]

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..diagnosis.findings import Report
+from ..diagnosis.findings import Kind, Report
 from ..diagnosis.trials import run_trial
 from ..running import LossFn
 
 #: Trial findings whose cause may be the learning rate or the optimizer.
-TRAINING_KINDS = ("divergence", "dying_units", "loss_not_decreasing", "saturation_growing")
+TRAINING_KINDS = (Kind.DIVERGENCE, Kind.DYING_UNITS, Kind.LOSS_NOT_DECREASING, Kind.SATURATION_GROWING)
 
 
 def settings_from(report: Report, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

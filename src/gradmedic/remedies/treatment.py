@@ -30,9 +30,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import registry
 from .._providers import provided
 from ..diagnosis.checkups import checkup
-from ..diagnosis.findings import Report, Severity
+from ..diagnosis.findings import Family, Kind, Report, Severity
 from ..errors import ConfigError
 from ..running import LossFn, compute_loss, dry_run
 from .activations import swap_activations
@@ -43,8 +44,6 @@ from .normalization import add_normalization
 from .recurrent import forget_gate_bias, swap_recurrent
 from .residual import add_residual
 
-#: Families in the order they are tried: least invasive first.
-FAMILIES = ("init", "activation", "normalization", "residual", "recurrent", "clipping")
 CLIP_NORM = 1.0
 
 
@@ -176,7 +175,8 @@ def treat(
     treatment = Treatment(
         work, state.changes, before, state.report, suggest_optimizer(before), rounds=state.rounds
     )
-    treatment.clip_norm = CLIP_NORM if "clipping" in state.tried and "clipping" in allowed else None
+    clipping = Family.CLIPPING in state.tried and Family.CLIPPING in allowed
+    treatment.clip_norm = CLIP_NORM if clipping else None
     if suggest_lr and (targets is not None or loss_fn is not None) and not sparse_gradient_layers(work):
         batch = (inputs, targets if targets is not None else torch.zeros(0))
         treatment.lr_curve = find_lr(work, batch, _loss_callable(loss_fn, targets))
@@ -215,6 +215,62 @@ def copy_model(model: nn.Module) -> nn.Module:
     finally:
         for module, name, tensor in computed:
             setattr(module, name, tensor)
+
+
+def _reinit(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
+    return reinit(model, "auto", inputs)
+
+
+def _swap_activations(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
+    """SiLU for sigmoid/tanh; LeakyReLU for ReLU when units are dead."""
+    if Kind.DEAD_UNITS in report.kinds:
+        return swap_activations(model, old=(nn.ReLU,), new="leaky_relu", data=inputs)
+    return swap_activations(model, old=(nn.Sigmoid, nn.Tanh), new="silu", data=inputs)
+
+
+def _add_normalization(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
+    """LayerNorm in a recurrent model (batch statistics do not fit a sequence), else BatchNorm."""
+    recurrent = any(registry.is_recurrent(m) for m in model.modules())
+    return add_normalization(model, "layer" if recurrent else "batch", inputs)
+
+
+def _add_residual(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
+    return add_residual(model, inputs)
+
+
+def _swap_recurrent(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
+    return swap_recurrent(model, "lstm") + forget_gate_bias(model, 1.0)
+
+
+@dataclass(frozen=True)
+class FamilyStep:
+    """How :func:`treat` uses one remedy family.
+
+    Attributes:
+        family: the remedy family the diagnosis recommends.
+        apply: ``apply(model, inputs, report)`` changes the model in place, chosen from the report,
+            and returns the changes; None for a setting of the training (clipping), which is
+            advised and not applied to the model.
+        first_for: finding kinds for which this family is tried before the less invasive ones.
+    """
+
+    family: Family
+    apply: Callable[[nn.Module, Any, Report], list[Change]] | None
+    first_for: tuple[Kind, ...] = ()
+
+
+#: The families in the order they are tried, least invasive first. Vanishing through time puts the
+#: recurrent family first (see :func:`next_family`).
+STEPS: tuple[FamilyStep, ...] = (
+    FamilyStep(Family.INIT, _reinit),
+    FamilyStep(Family.ACTIVATION, _swap_activations),
+    FamilyStep(Family.NORMALIZATION, _add_normalization),
+    FamilyStep(Family.RESIDUAL, _add_residual),
+    FamilyStep(Family.RECURRENT, _swap_recurrent, first_for=(Kind.VANISHING_THROUGH_TIME,)),
+    FamilyStep(Family.CLIPPING, None),
+)
+FAMILIES: tuple[Family, ...] = tuple(step.family for step in STEPS)
+_STEP_OF: dict[str, FamilyStep] = {step.family: step for step in STEPS}
 
 
 @dataclass
@@ -259,15 +315,15 @@ def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> st
     if report.healthy:
         return None
     wanted = {r.family for f in report.findings if f.severity >= Severity.WARNING for r in f.remedies}
-    if "vanishing_through_time" in report.kinds and "recurrent" in allowed and "recurrent" not in tried:
-        return "recurrent"
-    return next((family for family in allowed if family in wanted and family not in tried), None)
+    untried = [family for family in allowed if family not in tried]
+    first = [family for family in untried if set(_STEP_OF[family].first_for) & set(report.kinds)]
+    return next(iter(first), None) or next((family for family in untried if family in wanted), None)
 
 
 def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None, loss_fn: LossFn | None,
                 shapes: list[tuple[int, ...]]) -> None:  # fmt: skip
-    if family == "clipping":
-        state.changes.append(Change("clipping", "(training)", f"clip the gradient norm to {CLIP_NORM}: "
+    if _STEP_OF[family].apply is None:  # clipping: a training setting, nothing to check up again
+        state.changes.append(Change(Family.CLIPPING, "(training)", f"clip the gradient norm to {CLIP_NORM}: "
                                     "gradmedic.clip_gradients(optimizer) or clip_grad_norm_"))  # fmt: skip
         return
     backup = Snapshot(state.model)
@@ -299,21 +355,15 @@ def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None,
 
 
 def apply_family(model: nn.Module, family: str, inputs: Any, report: Report) -> list[Change]:
-    """Apply one family's remedy to ``model`` in place, chosen from the report."""
-    if family == "init":
-        return reinit(model, "auto", inputs)
-    if family == "activation":
-        new = "leaky_relu" if "dead_units" in report.kinds else "silu"
-        old = (nn.ReLU,) if new == "leaky_relu" else (nn.Sigmoid, nn.Tanh)
-        return swap_activations(model, old=old, new=new, data=inputs)
-    if family == "normalization":
-        recurrent = any(isinstance(m, (nn.RNNBase, nn.RNNCellBase)) for m in model.modules())
-        return add_normalization(model, "layer" if recurrent else "batch", inputs)
-    if family == "residual":
-        return add_residual(model, inputs)
-    if family == "recurrent":
-        return swap_recurrent(model, "lstm") + forget_gate_bias(model, 1.0)
-    raise ConfigError(f"no remedy family {family!r}")
+    """Apply one family's remedy to ``model`` in place, chosen from the report (see :data:`STEPS`).
+
+    Raises:
+        ConfigError: for a family that is not a change of the model (clipping) or not known.
+    """
+    step = _STEP_OF.get(family)
+    if step is None or step.apply is None:
+        raise ConfigError(f"no remedy family {family!r}")
+    return step.apply(model, inputs, report)
 
 
 def _better(after: Report, before: Report) -> bool:
