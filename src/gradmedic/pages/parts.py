@@ -196,15 +196,25 @@ def _remedy(remedy: Remedy, anchor: str, finding: str, shown: dict[Remedy, tuple
 # -- signal bars -------------------------------------------------------------------------------
 
 
+def signals(layers: Sequence[LayerSummary]) -> list[float]:
+    """The backprop signals of ``layers`` that a log scale can show (finite, positive), in order.
+
+    Example:
+        >>> signals([LayerSummary("a", "Linear", 0.0), LayerSummary("b", "Linear", 2.0)])
+        [2.0]
+    """
+    return [s.signal_rms for s in layers if math.isfinite(s.signal_rms) and s.signal_rms > 0]
+
+
 def signal_scale(layers: Sequence[LayerSummary]) -> tuple[float, float]:
     """The smallest and largest finite positive signal of ``layers``: the ends of the bars' log scale."""
-    values = [s.signal_rms for s in layers if math.isfinite(s.signal_rms) and s.signal_rms > 0]
+    values = signals(layers)
     return (min(values), max(values)) if values else (1.0, 1.0)
 
 
 def last_signal(layers: Sequence[LayerSummary]) -> float:
     """The signal of the last layer that has one (the layer next to the loss), or NaN."""
-    values = [s.signal_rms for s in layers if math.isfinite(s.signal_rms) and s.signal_rms > 0]
+    values = signals(layers)
     return values[-1] if values else math.nan
 
 

@@ -25,7 +25,17 @@ from ..canvas import EXPLODE_FACTOR, VANISH_FACTOR, zone
 from ..diagnosis.findings import Finding, Report
 from ..history import History
 from ..terminal import fmt
-from .parts import FLOW_CAPTION, bar, findings, last_signal, notes, page_nav, signal_scale, verdict_box
+from .parts import (
+    FLOW_CAPTION,
+    bar,
+    findings,
+    last_signal,
+    notes,
+    page_nav,
+    signal_scale,
+    signals,
+    verdict_box,
+)
 from .shell import escape, fragment, page, picture, section
 
 # -- the page ----------------------------------------------------------------------------------
@@ -131,7 +141,7 @@ def _flow_picture(report: Report, history: History | None) -> str:
     if history is not None and _recorded_rows(history, ("signal_rms", "weight_grad_norm")):
         caption = FLOW_CAPTION + " The lower panel shows the weight-gradient norm of the same layers."
         return picture("", caption, lambda: plots.flow(history))
-    if not any(math.isfinite(s.signal_rms) and s.signal_rms > 0 for s in report.layers):
+    if not signals(report.layers):
         return picture("", "", None, "no layer has a backprop signal in this report")
     return picture("", FLOW_CAPTION, lambda: plots.flow_profiles(report, [_run_name(report, history)]))
 

@@ -28,6 +28,7 @@ from .parts import (
     notes,
     page_nav,
     signal_scale,
+    signals,
     verdict_box,
     verdict_word,
 )
@@ -132,7 +133,7 @@ def _proof(before: Report, after: Report) -> str:
     """One line: how much of the last layer's signal reaches the first layer, before and after."""
     ratios = []
     for report in (before, after):
-        values = [s.signal_rms for s in report.layers if math.isfinite(s.signal_rms) and s.signal_rms > 0]
+        values = signals(report.layers)
         ratios.append(values[0] / values[-1] if len(values) >= 2 else math.nan)
     if not all(math.isfinite(r) for r in ratios):
         return ""
@@ -148,7 +149,7 @@ def _treatment_picture(treatment: Treatment) -> str:
     from .. import plots
 
     reports = [treatment.before, treatment.after]
-    if not any(math.isfinite(s.signal_rms) and s.signal_rms > 0 for r in reports for s in r.layers):
+    if not any(signals(r.layers) for r in reports):
         return picture("", "", None, "no layer has a backprop signal in these reports")
     caption = FLOW_CAPTION + " Both checkups share the axis: before treatment and after."
     return picture("", caption, lambda: plots.flow_profiles(reports, ["before treatment", "after treatment"]))
