@@ -45,7 +45,7 @@ def test_a_monitor_without_the_diagnosis_says_so_and_keeps_working(monkeypatch: 
 
 def test_a_report_without_the_html_pages_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(_providers._PROVIDED, "report_fragment")
-    with pytest.raises(UnsupportedError, match=r"report_fragment comes from gradmedic\.html_report"):
+    with pytest.raises(UnsupportedError, match=r"report_fragment comes from gradmedic\.pages\.report"):
         Report([], 1.0, "checkup")._repr_html_()
 
 

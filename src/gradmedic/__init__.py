@@ -17,7 +17,7 @@ Watch a model while it trains::
     (1, 3)
 """
 
-from . import html_report  # noqa: F401 (it provides the HTML views of History, Report, Treatment)
+from . import html_report  # noqa: F401 (its pages provide the HTML views of History, Report, Treatment)
 from ._version import __version__
 from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose, trial
 from .errors import ConfigError, GradmedicError, ModelError, UnsupportedError

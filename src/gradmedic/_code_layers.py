@@ -55,7 +55,9 @@ CODE_LAYERS: dict[str, str] = {
     # the remedies and treat
     "gradmedic.remedies": "remedies",
     # pictures and pages: they read data, they do not run the pipeline
+    "gradmedic.canvas": "presentation",
     "gradmedic.html_report": "presentation",
+    "gradmedic.pages": "presentation",
     "gradmedic.plots": "presentation",
     # what users run: the facade, the command line, the demo, integrations, the lab
     "gradmedic": "apps",

@@ -23,11 +23,11 @@ from .errors import UnsupportedError
 #: Each name a lower layer may ask for -> the module that provides it.
 OWNERS = {
     "diagnose": "gradmedic.diagnosis",
-    "history_fragment": "gradmedic.html_report",
-    "report_fragment": "gradmedic.html_report",
-    "save_html": "gradmedic.html_report",
-    "save_treatment_html": "gradmedic.html_report",
-    "treatment_fragment": "gradmedic.html_report",
+    "history_fragment": "gradmedic.pages.report",
+    "report_fragment": "gradmedic.pages.report",
+    "save_html": "gradmedic.pages.report",
+    "save_treatment_html": "gradmedic.pages.treatment",
+    "treatment_fragment": "gradmedic.pages.treatment",
 }
 
 _PROVIDED: dict[str, Callable[..., Any]] = {}
@@ -55,7 +55,7 @@ def provided(name: str) -> Callable[..., Any]:
         >>> provided("save_html")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        gradmedic.errors.UnsupportedError: save_html comes from gradmedic.html_report, which is not...
+        gradmedic.errors.UnsupportedError: save_html comes from gradmedic.pages.report, which is not...
         >>> provide("save_html", saved)
     """
     try:

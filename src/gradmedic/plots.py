@@ -13,8 +13,8 @@ Each picture is one function that returns a :class:`matplotlib.figure.Figure` an
   treatment), one axis, no History needed.
 
 matplotlib is optional (``pip install 'gradmedic[plot]'``) and imported only when a picture is
-drawn. Figures are built from :class:`matplotlib.figure.Figure` with an Agg canvas: no pyplot, no
-global backend change, no window. In a notebook, a figure shows when it is the value of a cell.
+drawn. Figures are drawn on :mod:`gradmedic.canvas` (an Agg canvas: no pyplot, no global backend
+change, no window). In a notebook, a figure shows when it is the value of a cell.
 
 In every picture NaN means "not recorded" and is left blank; values that were recorded but not
 finite (NaN or Inf, see :attr:`History.non_finite`) are marked with a red cross, and values that are
@@ -47,6 +47,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .canvas import EXPLODE_FACTOR as EXPLODE_FACTOR
+from .canvas import (
+    HEALTHY_COLOR,
+    NON_FINITE_COLOR,
+    RAMP,
+    RAMP_END,
+    check_picture_path,
+    depth_colors,
+    new_figure,
+    save_figure,
+    shade_zones,
+    thinned,
+)
+from .canvas import MISSING_MATPLOTLIB as MISSING_MATPLOTLIB
+from .canvas import VANISH_FACTOR as VANISH_FACTOR
 from .errors import ConfigError
 from .history import FORWARD_METRICS, History
 from .layers import LayerInfo
@@ -57,10 +72,6 @@ if TYPE_CHECKING:
 
     from .diagnosis.findings import Report
 
-#: The vanishing zone of :func:`flow`: below this factor times the signal at the last layer.
-VANISH_FACTOR = 1e-3
-#: The exploding zone of :func:`flow`: above this factor times the signal at the last layer.
-EXPLODE_FACTOR = 1e3
 #: With ``step=None``, :func:`flow` draws the median of this many most recent rows.
 RECENT_ROWS = 5
 #: The band :func:`update_ratios` shades as the usual healthy range (around the classic 1e-3).
@@ -69,8 +80,6 @@ HEALTHY_UPDATE = (1e-4, 1e-2)
 MAX_TICK_LABELS = 40
 #: Time-series pictures name layers in a legend up to this count, else with a depth colour bar.
 MAX_LEGEND_LAYERS = 10
-
-MISSING_MATPLOTLIB = "gradmedic's pictures need matplotlib: pip install 'gradmedic[plot]'"
 
 TITLES = {
     "signal_rms": "Backprop signal per layer (RMS of the gradient of the loss w.r.t. each layer's output)",
@@ -118,7 +127,8 @@ def flow(
     models (or a model before and after treatment) share the axes; layers are matched by name.
     The top panel shades two zones, measured on the first History: *vanishing* below
     ``VANISH_FACTOR`` (1e-3) times the signal at its last drawn layer (the one next to the
-    loss), and *exploding* above ``EXPLODE_FACTOR`` (1e3) times it.
+    loss), and *exploding* above ``EXPLODE_FACTOR`` (1e3) times it: the thresholds of the
+    diagnosis's depth rule (:data:`gradmedic.diagnosis.rules.VANISH_WARNING`).
 
     Args:
         histories: one History, or several to compare.
@@ -149,7 +159,7 @@ def flow(
         >>> fig.axes[0].get_yscale(), len(fig.axes[0].get_xticks())
         ('log', 3)
     """
-    _check_path(path)
+    check_picture_path(path)
     if signal not in ("signal_rms", "signal_norm"):
         raise ConfigError(f"signal={signal!r}: choose 'signal_rms' or 'signal_norm'")
     runs = [histories] if isinstance(histories, History) else list(histories)
@@ -166,7 +176,7 @@ def flow(
     _shade_zones(top, drawn)
     _flow_axes(fig, (top, bottom), order, layer_of, signal, step)
     _mark_layers((top, bottom), order, marks or {})
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def flow_over_time(history: History, metric: str = "signal_rms", path: str | Path | None = None) -> Figure:
@@ -200,7 +210,7 @@ def flow_over_time(history: History, metric: str = "signal_rms", path: str | Pat
     """
     from matplotlib.ticker import MaxNLocator
 
-    _check_path(path)
+    check_picture_path(path)
     if metric not in TITLES:
         raise ConfigError(f"metric={metric!r} is not a per-layer metric; choose one of {', '.join(TITLES)}")
     series = _series(history, metric)
@@ -209,7 +219,7 @@ def flow_over_time(history: History, metric: str = "signal_rms", path: str | Pat
     ax.set_title(f"{TITLES[metric]}, over training", fontsize=10, loc="left", wrap=True)
     if series is None or not cols:
         _note_empty(ax, metric)
-        return _finish(fig, path)
+        return save_figure(fig, path)
     steps, values = series
     data = values[:, cols].T
     mesh = _heatmap(ax, steps, data, log=metric not in FORWARD_METRICS)
@@ -220,7 +230,7 @@ def flow_over_time(history: History, metric: str = "signal_rms", path: str | Pat
     ax.set_ylabel("layer (input at the top, output at the bottom)")
     ax.set_xlabel("training step  (white: not recorded, red x: NaN/Inf)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def activations(history: History, path: str | Path | None = None) -> Figure:
@@ -246,12 +256,12 @@ def activations(history: History, path: str | Path | None = None) -> Figure:
         >>> fig.axes[0].get_ylim() == (0, 1), len(fig.axes[0].get_lines())
         (True, 1)
     """
-    _check_path(path)
+    check_picture_path(path)
     fig, axes = _figure(10.0, 7.5, rows=2)
     for ax, metric in zip(axes, ("act_saturated", "act_dead"), strict=True):
         _time_panel(fig, ax, history, metric, log=False)
         ax.set_ylim(0.0, 1.0)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def update_ratios(history: History, path: str | Path | None = None) -> Figure:
@@ -277,13 +287,13 @@ def update_ratios(history: History, path: str | Path | None = None) -> Figure:
         >>> update_ratios(history).axes[0].get_yscale()
         'log'
     """
-    _check_path(path)
+    check_picture_path(path)
     fig, (ax,) = _figure(10.0, 5.0)
-    ax.axhspan(*HEALTHY_UPDATE, color="tab:green", alpha=0.12, label="usual healthy range (1e-4 to 1e-2)")
+    ax.axhspan(*HEALTHY_UPDATE, color=HEALTHY_COLOR, alpha=0.12, label="usual healthy range (1e-4 to 1e-2)")
     _time_panel(fig, ax, history, "update_ratio", log=True)
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, HEALTHY_UPDATE[0] / 3), max(high, HEALTHY_UPDATE[1] * 3))
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def flow_profiles(
@@ -323,7 +333,7 @@ def flow_profiles(
         >>> [text.split("  ")[0] for text in fig.axes[0].get_legend_handles_labels()[1][:2]]
         ['sick', 'treated']
     """
-    _check_path(path)
+    check_picture_path(path)
     given = list(reports) if isinstance(reports, Sequence) else [reports]
     runs = [_report_history(r) for r in given]
     names = [f"{name}  {_first_over_last(r)}".rstrip() for name, r in zip(_run_labels(runs, labels), given)]
@@ -345,7 +355,7 @@ def flow_profiles(
     ax.set_xlim(-0.5, max(len(order), 1) - 0.5)
     ax.set_xlabel("layer, in forward order (input on the left, output on the right)")
     _legend(ax)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _report_history(report: Report) -> History:
@@ -367,27 +377,10 @@ def _first_over_last(report: Report) -> str:
 
 
 def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, list[Axes]]:
-    """A new figure on an Agg canvas (no pyplot), with ``rows`` axes sharing x."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(MISSING_MATPLOTLIB) from None
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
+    """A new figure on the canvas (:func:`gradmedic.canvas.new_figure`), with ``rows`` axes sharing x."""
+    fig = new_figure(width, height)
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
     return fig, list(axes)
-
-
-def _check_path(path: str | Path | None) -> None:
-    if path is not None and Path(path).suffix.lower() not in (".png", ".svg"):
-        raise ConfigError(f"path={str(path)!r}: save pictures as .png or .svg")
-
-
-def _finish(fig: Figure, path: str | Path | None) -> Figure:
-    if path is not None:
-        fig.savefig(path, format=Path(path).suffix.lower()[1:], dpi=110)
-    return fig
 
 
 def _width(n_layers: int) -> float:
@@ -430,8 +423,8 @@ def _layer_label(layer: LayerInfo) -> str:
 
 def _layer_ticks(ax: Axes, labels: list[str], axis: str = "x") -> None:
     """One tick per layer; at most ``MAX_TICK_LABELS`` labels (every k-th), small when many."""
-    every = max(1, math.ceil(len(labels) / MAX_TICK_LABELS))
-    shown = [label if i % every == 0 else "" for i, label in enumerate(labels)]
+    kept = set(thinned(len(labels), MAX_TICK_LABELS))
+    shown = [label if i in kept else "" for i, label in enumerate(labels)]
     size = 8 if len(labels) > 12 else 9
     if axis == "y":
         ax.set_yticks(range(len(labels)), shown, fontsize=size)
@@ -562,7 +555,11 @@ def _edge_marks(ax: Axes, x: np.ndarray, top: bool, color: Any = "0.3") -> None:
     """A red cross on the top edge (non-finite) or triangles on the bottom edge (exactly 0) at ``x``."""
     if len(x) == 0:
         return
-    style = {"marker": "x", "color": "red", "markersize": 9} if top else {"marker": "v", "color": color}
+    style = (
+        {"marker": "x", "color": NON_FINITE_COLOR, "markersize": 9}
+        if top
+        else {"marker": "v", "color": color}
+    )
     ax.plot(
         x,
         np.full(len(x), 0.99 if top else 0.01),
@@ -580,25 +577,7 @@ def _shade_zones(ax: Axes, drawn: list[tuple[np.ndarray, np.ndarray]]) -> None:
     x, values = drawn[0]
     if len(values) == 0:
         return
-    reference = float(values[np.argmax(x)])
-    everything = np.concatenate([v for _, v in drawn])
-    low = min(float(everything.min()), reference * VANISH_FACTOR) / 5
-    high = max(float(everything.max()), reference * EXPLODE_FACTOR) * 5
-    ax.axhspan(
-        low,
-        reference * VANISH_FACTOR,
-        color="tab:blue",
-        alpha=0.1,
-        label=f"vanishing zone: < {VANISH_FACTOR:g} x signal at the last layer",
-    )
-    ax.axhspan(
-        reference * EXPLODE_FACTOR,
-        high,
-        color="tab:red",
-        alpha=0.1,
-        label=f"exploding zone: > {EXPLODE_FACTOR:g} x signal at the last layer",
-    )
-    ax.set_ylim(low, high)
+    shade_zones(ax, float(values[np.argmax(x)]), np.concatenate([v for _, v in drawn]))
 
 
 def _flow_axes(
@@ -677,7 +656,7 @@ def _heatmap(ax: Axes, steps: np.ndarray, data: np.ndarray, log: bool) -> Any:
     finite = np.isfinite(data) & ((data > 0) if log else True)
     shown = data[finite]
     low, high = (float(shown.min()), float(shown.max())) if shown.size else (1e-12, 1.0)
-    cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0), under="black")
+    cmap = colormaps[RAMP].with_extremes(bad=(0, 0, 0, 0), under="black")
     if log:
         high = max(high, low * 10)
         norm: Normalize = LogNorm(low, high)
@@ -702,7 +681,9 @@ def _mark_heatmap(
     }
     if where:
         rows, xs = zip(*sorted(where), strict=True)
-        ax.plot(xs, rows, linestyle="none", marker="x", color="red", markersize=8, label=_NON_FINITE)
+        ax.plot(
+            xs, rows, linestyle="none", marker="x", color=NON_FINITE_COLOR, markersize=8, label=_NON_FINITE
+        )
 
 
 # -- time series -----------------------------------------------------------------------------
@@ -726,7 +707,7 @@ def _time_panel(fig: Figure, ax: Axes, history: History, metric: str, log: bool)
         _legend(ax)
         return
     steps, values = series
-    colors = _depth_colors(len(cols))
+    colors = depth_colors(len(cols))
     named = len(cols) <= MAX_LEGEND_LAYERS
     for k, i in enumerate(cols):
         label = _layer_label(history.layers[i]) if named else f"_layer {k}"
@@ -769,23 +750,16 @@ def _time_line(
         _edge_marks(ax, steps[(column == 0) & ~bad], top=False, color=color)
 
 
-def _depth_colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(k / max(n - 1, 1) * 0.9) for k in range(n)]
-
-
 def _depth_colorbar(fig: Figure, ax: Axes, labels: list[str]) -> None:
     """A colour bar mapping line colours to layers (input at the bottom), with a few names."""
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
 
-    colors = colormaps["viridis"](np.linspace(0, 0.9, 256))
+    colors = colormaps[RAMP](np.linspace(0, RAMP_END, 256))
     mappable = ScalarMappable(Normalize(0, len(labels) - 1), ListedColormap(colors))
     bar = fig.colorbar(mappable, ax=ax, label="layer depth (line colour)", pad=0.01)
-    ticks = list(range(0, len(labels), math.ceil(len(labels) / 8)))
+    ticks = list(thinned(len(labels), 8))
     bar.set_ticks(ticks, labels=[labels[t] for t in ticks])
     bar.ax.tick_params(labelsize=7)
 
@@ -833,7 +807,7 @@ def through_time(
         >>> ax.get_yscale(), [ln.get_label() for ln in ax.get_lines() if ln.get_label()[0] != "_"][:2]
         ('log', ['RNN: horizon 14 of 100 steps', 'LSTM: horizon 100 of 100 steps'])
     """
-    _check_path(path)
+    check_picture_path(path)
     from .recurrent_stats import HORIZON_FRACTION
 
     profiles = _time_profiles(runs, labels, step)
@@ -851,7 +825,7 @@ def through_time(
         ax.text(0.5, 0.5, "no time_signal recorded\n(only recurrent layers have it: nn.RNN, nn.LSTM, "
                 "nn.GRU and their cells)", transform=ax.transAxes, ha="center", va="center",
                 color="0.4")  # fmt: skip
-        return _finish(fig, path)
+        return save_figure(fig, path)
     for k, (label, profile) in enumerate(profiles):
         _time_signal_line(ax, label, profile, f"C{k % 10}", relative)
     if relative:
@@ -860,7 +834,7 @@ def through_time(
     ax.grid(True, which="major", axis="y", alpha=0.3)
     ax.set_xlim(left=-0.5)
     _legend(ax)
-    return _finish(fig, path)
+    return save_figure(fig, path)
 
 
 def _time_profiles(

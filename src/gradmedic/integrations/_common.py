@@ -9,7 +9,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import io
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,22 +51,17 @@ def require(module: str, package: str, extra: str) -> ModuleType:
 def flow_image(history: History, report: Report | None = None, dpi: int = 60) -> np.ndarray:
     """The gradient-flow picture (:func:`gradmedic.plots.flow`) as an RGB ``uint8`` array ``[H, W, 3]``.
 
-    Layers named by a finding are marked with its kind. The figure is rendered to PNG and decoded.
+    Layers named by a finding are marked with its kind. The figure is drawn once at ``dpi`` on the
+    canvas (:func:`gradmedic.canvas.rgb_pixels`: the same pixels as its PNG).
     """
-    from matplotlib.image import imread
-
     from .. import plots
+    from ..canvas import rgb_pixels
 
     marks: dict[str, str] = {}
     for finding in report.findings if report is not None else []:
         for layer in finding.layers:
             marks.setdefault(layer, finding.kind)
-    fig = plots.flow(history, marks=marks)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    buffer.seek(0)
-    rgba = imread(buffer, format="png")
-    return (np.asarray(rgba)[..., :3] * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(rgb_pixels(plots.flow(history, marks=marks), dpi))
 
 
 def diagnosis_scalars(report: Report) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """A report as a list of blocks, written out as Markdown or as one self-contained HTML page.
 
 The lab report is built once as blocks (headings, paragraphs, tables, pictures, lists) and
-rendered twice, so ``report.md`` and ``report.html`` always say the same thing. The HTML page reuses
-the look of gradmedic's single-run report (:mod:`gradmedic.html_report`) and embeds each picture as
-a PNG data URI; the Markdown file links each picture from a folder next to it.
+rendered twice, so ``report.md`` and ``report.html`` always say the same thing. The HTML page is
+written with the shell of gradmedic's pages (:mod:`gradmedic.pages.shell`: the look of the run
+report) and embeds each picture as a PNG data URI; the Markdown file links each picture from a
+folder next to it.
 
 Example:
     >>> blocks = [Heading("Results"), Text("a | b"), Table(["x", "y"], [["1", "a|b"]], numeric=(0,))]
@@ -25,12 +26,11 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..html_report import _e, _page
+from ..pages.shell import bullets, escape, figure, nav, page
 
 
 @dataclass
@@ -134,37 +134,31 @@ def _cell(text: str) -> str:
 
 def to_html(title: str, blocks: Sequence[Block]) -> str:
     """The document as one self-contained HTML page (the look of gradmedic's HTML report)."""
-    return _page(title, [_html_block(block) for block in blocks])
+    return page(title, [_html_block(block) for block in blocks])
 
 
 def _html_block(block: Block) -> str:
     if isinstance(block, Heading):
-        anchor = f' id="{_e(block.anchor)}"' if block.anchor else ""
-        return f"<h{block.level}{anchor}>{_e(block.text)}</h{block.level}>"
+        anchor = f' id="{escape(block.anchor)}"' if block.anchor else ""
+        return f"<h{block.level}{anchor}>{escape(block.text)}</h{block.level}>"
     if isinstance(block, Text):
-        return f'<p class="why">{_e(block.text)}</p>' if block.muted else f"<p>{_e(block.text)}</p>"
+        return f'<p class="why">{escape(block.text)}</p>' if block.muted else f"<p>{escape(block.text)}</p>"
     if isinstance(block, Table):
         return _html_table(block)
     if isinstance(block, Picture):
-        data = base64.b64encode(block.png).decode("ascii")
-        return (
-            f'<figure><img src="data:image/png;base64,{data}" alt="{_e(block.title)}">'
-            f"<figcaption>{_e(block.caption)}</figcaption></figure>"
-        )
+        return figure(block.png, block.title, block.caption)
     if isinstance(block, Items):
-        return "<ul>" + "".join(f"<li>{_e(item)}</li>" for item in block.items) + "</ul>"
-    return "<nav>" + "".join(f'<a href="#{_e(a)}">{_e(text)}</a>' for a, text in block.links) + "</nav>"
+        return bullets(block.items)
+    return nav(block.links)
 
 
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in table.header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
     body = "".join(_html_row(row, table.numeric) for row in table.rows)
     rows = f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
     return f'<div style="overflow-x:auto"><table>{rows}</table></div>'
 
 
 def _html_row(row: list[str], numeric: tuple[int, ...]) -> str:
-    cells = (
-        f'<td class="num">{_e(c)}</td>' if i in numeric else f"<td>{_e(c)}</td>" for i, c in enumerate(row)
-    )
-    return "<tr>" + "".join(cells) + "</tr>"
+    opening = ['<td class="num">' if i in numeric else "<td>" for i in range(len(row))]
+    return "<tr>" + "".join(f"{td}{escape(c)}</td>" for td, c in zip(opening, row)) + "</tr>"

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..plots import MISSING_MATPLOTLIB
+from ..canvas import RAMP, RAMP_END, new_figure
 from ..recurrent_stats import HORIZON_FRACTION, median_profile, memory_horizon
 from .schema import CellResult
 from .scorecheck import TARGET_FRACTION, ScoreCheck
@@ -88,7 +88,7 @@ def styles(names: Sequence[str], baseline: str | None, sequential: bool = False)
     found: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(others):
         color = (
-            colormaps["viridis"](0.9 * k / max(len(others), 2))
+            colormaps[RAMP](RAMP_END * k / max(len(others), 2))
             if sequential
             else qualitative[k % len(qualitative)]
         )
@@ -157,17 +157,11 @@ def _lines(
 def _figure(n: int, rows_per_panel: int = 1, share: bool = True) -> tuple[Figure, list[list[Axes]]]:
     """A figure with room for ``n`` panels (each ``rows_per_panel`` axes high) and a legend; with
     ``share``, the panels of a row share their y axis (one scale to compare, labels on the left)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ImportError(MISSING_MATPLOTLIB) from None
     cols = max(1, min(n, COLUMNS))
     rows = max(1, math.ceil(n / cols))
     width = max(cols * PANEL_SIZE[0], SINGLE_WIDTH) + LEGEND_WIDTH
     height = rows * rows_per_panel * PANEL_SIZE[1] * (0.8 if rows_per_panel > 1 else 1.0) + 0.6
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(width, height)
     grid = fig.subplots(rows * rows_per_panel, cols, squeeze=False, sharey="row" if share else False)
     panels = []
     for k in range(rows * cols):
@@ -507,7 +501,7 @@ def _numeric_first(text: str) -> tuple[int, float, str]:
 def _heat(ax: Axes, data: np.ndarray, rows: list[str], columns: list[str]) -> None:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].with_extremes(bad="white")
+    cmap = colormaps[RAMP].with_extremes(bad="white")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     for (i, j), value in np.ndenumerate(data):
         if math.isfinite(value):

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import platform
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._version import __version__
-from ..html_report import DPI
+from ..canvas import PAGE_DPI, encode_png, rgb_pixels
 from . import figures
 from .document import Block, Heading, Items, Nav, Picture, Table, Text
 from .schema import CellResult, versions
@@ -487,15 +486,8 @@ def _picture(name: str, title: str, caption: str, draw: Callable[[], Figure | No
 
 
 def _png(fig: Figure) -> bytes:
-    """The figure as PNG bytes at ``DPI``, drawn once (``savefig`` draws a constrained layout twice)."""
-    from PIL import Image
-
-    fig.set_dpi(DPI)
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())  # type: ignore[attr-defined]
-    buffer = io.BytesIO()
-    Image.fromarray(pixels[:, :, :3]).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """The figure as PNG bytes at the pages' resolution, drawn once."""
+    return encode_png(rgb_pixels(fig, PAGE_DPI))
 
 
 # -- failed cells and method -----------------------------------------------------------------
