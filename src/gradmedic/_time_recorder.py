@@ -173,7 +173,8 @@ class TimeRecorder:
                 if all(g is None for g in call.grads) or not self._unchanged(call):
                     continue
                 output = call.output if call.output._version == call.output_version else None
-                squared, gates = bptt_squared_norms(call.module, call.input, call.hx, *call.grads, output)
+                out, h_n, c_n = call.grads
+                squared, gates = bptt_squared_norms(call.module, call.input, call.hx, out, h_n, c_n, output)
                 parts.append(squared.flip(0))
                 if gates is not None:
                     self._gates.setdefault(index, []).append(gates)

@@ -344,7 +344,11 @@ def _bptt(
     g_out, g_h, g_c = grads
     g_out = _as_time_major(module, g_out, unbatched) if g_out is not None else None
     g_h, g_c = _unbatch_state(g_h, unbatched), _unbatch_state(g_c, unbatched)
-    top_states = _as_time_major(module, output.detach(), unbatched) if _reusable(module, output) else None
+    top_states = (
+        _as_time_major(module, output.detach(), unbatched)
+        if output is not None and _reusable(module)
+        else None
+    )
     norms = torch.zeros(len(x), dtype=torch.float64, device=input.device)
     gates: list[Tensor] = []
     for layer in range(module.num_layers):
@@ -370,11 +374,10 @@ def _bptt(
     return norms, (gate_stats(flat) if flat is not None else None)
 
 
-def _reusable(module: nn.RNNBase, output: Tensor | None) -> bool:
-    """Whether ``output`` holds the top layer's states as the replay would compute them: not when
-    dropout between layers changed the top layer's input (the replay runs without it)."""
-    dropped = module.num_layers > 1 and module.dropout > 0 and module.training
-    return isinstance(output, Tensor) and not dropped
+def _reusable(module: nn.RNNBase) -> bool:
+    """Whether the module's output holds the top layer's states as the replay computes them: not
+    when dropout between layers changed the top layer's input (the replay runs without it)."""
+    return not (module.num_layers > 1 and module.dropout > 0 and module.training)
 
 
 def _side(tensor: Tensor, side: int, sides: int) -> Tensor:
@@ -491,18 +494,15 @@ class _Layer:
 
 def _fused_states(mode: str, seq: Tensor, h0: Tensor, c0: Tensor | None, w: _Weights) -> Tensor:
     """The states of one direction of one layer, ``[T, batch, size]``, by PyTorch's own kernel."""
-    params = [w.w_ih, w.w_hh] + ([w.b_ih, w.b_hh] if w.b_ih is not None else [])
+    params = [w.w_ih, w.w_hh] + ([w.b_ih, w.b_hh] if w.b_ih is not None and w.b_hh is not None else [])
     has_bias = w.b_ih is not None
     if mode == "LSTM":
         params += [w.w_hr] if w.w_hr is not None else []
         assert c0 is not None
-        out = torch._VF.lstm(
-            seq, (h0.unsqueeze(0), c0.unsqueeze(0)), params, has_bias, 1, 0.0, False, False, False
-        )
-    else:
-        kernel = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}[mode]
-        out = kernel(seq, h0.unsqueeze(0), params, has_bias, 1, 0.0, False, False, False)
-    return out[0]
+        hx = (h0.unsqueeze(0), c0.unsqueeze(0))
+        return torch._VF.lstm(seq, hx, params, has_bias, 1, 0.0, False, False, False)[0]
+    kernel = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}[mode]
+    return kernel(seq, h0.unsqueeze(0), params, has_bias, 1, 0.0, False, False, False)[0]
 
 
 # -- profiles (NumPy): horizon, decay, reach -------------------------------------------------
