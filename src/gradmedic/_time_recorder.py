@@ -51,7 +51,7 @@ class _Call:
     input: Tensor
     hx: object
     versions: tuple[int, ...]
-    output: Tensor  #: the output sequence: the top layer's states, unless changed in place since
+    output: Tensor  #: the output sequence, detached (no cycle through its node): the top layer's states
     output_version: int
     grads: list[Tensor | None] = field(default_factory=lambda: [None, None, None])  # out, h_n, c_n
 
@@ -111,7 +111,7 @@ class TimeRecorder:
     def _layer_call(self, index: int, module: nn.RNNBase, input: Tensor, hx: object, output: tuple) -> None:
         out, state = output
         h_n, c_n = state if isinstance(state, tuple) else (state, None)
-        call = _Call(module, input, hx, _versions(module, input), out, out._version)
+        call = _Call(module, input, hx, _versions(module, input), out.detach(), out._version)
         hooked = False
         for slot, tensor in enumerate((out, h_n, c_n)):
             if isinstance(tensor, Tensor) and tensor.grad_fn is not None:
