@@ -14,11 +14,14 @@ How it is measured:
 * ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` run the recurrence inside one fused kernel and expose only
   the output sequence. The gradient with respect to ``out[:, t]`` is *not* the signal: it holds
   only the loss's direct dependence on step ``t`` (zero before the last step when the loss reads
-  ``out[:, -1]``). :func:`bptt_squared_norms` therefore replays the recurrence of the **top
-  layer** step by step with the layer's weights and returns the total gradient at each of its
-  hidden states, given the gradients that reached ``out``, ``h_n`` (and ``c_n``). Lower layers
-  are run without a graph only to feed the top layer; dropout between layers is not replayed
-  (the signal is measured as if it were off). For a bidirectional layer the value at position
+  ``out[:, -1]``). :func:`bptt_squared_norms` therefore runs the backward recurrence of the
+  **top layer** by hand and returns the total gradient at each of its hidden states, given the
+  gradients that reached ``out``, ``h_n`` (and ``c_n``): the states come from PyTorch's fused
+  kernel (or from the module's own output), every gate of every step from them in two matrix
+  products, and then one small product per step goes back, ``dh_{t-1} = g_{t-1} + dh_t
+  dh_t/dh_{t-1}``, with no autograd graph of ``T`` steps (:func:`replay` builds that graph, for
+  tests and users who want it). Lower layers are run without a graph only to feed the top layer;
+  dropout between layers is not replayed (the signal is measured as if it were off). For a bidirectional layer the value at position
   ``t`` covers both directions (the reverse direction carries its memory the other way, from
   the first position to the last).
 
