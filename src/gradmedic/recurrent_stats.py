@@ -22,8 +22,8 @@ How it is measured:
   dh_t/dh_{t-1}``, with no autograd graph of ``T`` steps (:func:`replay` builds that graph, for
   tests and users who want it). Lower layers are run without a graph only to feed the top layer;
   dropout between layers is not replayed (the signal is measured as if it were off). For a
-  bidirectional layer the value at position ``t`` covers both directions (the reverse direction carries its memory the other way, from
-  the first position to the last).
+  bidirectional layer the value at position ``t`` covers both directions (the reverse
+  direction carries its memory the other way, from the first position to the last).
 
 With a loss at every step (a sequence labeller, a language model), the gradient at ``h_t``
 includes step ``t``'s own loss, so the profile stays high whatever the memory and the horizon
