@@ -202,6 +202,9 @@ WORKLOADS: dict[str, Callable[[int], Workload]] = {
 class Session(Protocol):
     """One configuration attached to its replica of a workload for one block."""
 
+    def forward_backward(self, workload: Workload) -> Tensor:
+        """The loss of the fixed batch, backpropagated (Cockpit wraps this in its context)."""
+
     def after_backward(self, loss: Tensor) -> None:
         """Called after ``loss.backward()``, before ``optimizer.step()``."""
 
@@ -217,6 +220,11 @@ class Session(Protocol):
 
 class Plain:
     """No monitor: the baseline."""
+
+    def forward_backward(self, workload: Workload) -> Tensor:
+        loss = workload.loss_fn(workload.model(workload.inputs), workload.targets)
+        loss.backward()
+        return loss
 
     def after_backward(self, loss: Tensor) -> None:
         pass
@@ -311,6 +319,49 @@ class WandbSession(Plain):
         return {"gradients": len(logged)}
 
 
+class CockpitSession(Plain):
+    """Cockpit's ``configuration("economy")`` on every step, with the loop its README shows: a
+    BackPACK-extended model and loss, per-sample losses, ``backward`` inside ``with cockpit(...)``."""
+
+    def __init__(self, workload: Workload) -> None:
+        cockpit = importlib.import_module("cockpit")
+        economy = importlib.import_module("cockpit.utils.configuration").configuration("economy")
+        backpack = importlib.import_module("backpack")
+        self.model = backpack.extend(workload.model)
+        self.loss_fn = backpack.extend(nn.CrossEntropyLoss())
+        self.per_sample = nn.CrossEntropyLoss(reduction="none")
+        self.cockpit = cockpit.Cockpit(self.model.parameters(), quantities=economy)
+        self.step = 0
+
+    def forward_backward(self, workload: Workload) -> Tensor:
+        outputs = self.model(workload.inputs)
+        loss = self.loss_fn(outputs, workload.targets)
+        losses = self.per_sample(outputs, workload.targets)
+        info = {"batch_size": len(workload.inputs), "individual_losses": losses, "loss": loss,
+                "optimizer": workload.optimizer}  # fmt: skip
+        with self.cockpit(self.step, info=info):
+            loss.backward(create_graph=self.cockpit.create_graph(self.step))
+        self.step += 1
+        return loss
+
+    def close(self) -> dict[str, int]:
+        logged = self.cockpit.get_output()
+        return {"cockpit": sum(1 for values in logged.values() if values)}
+
+
+def cockpit_available() -> bool:
+    """Whether the optional ``cockpit-for-pytorch`` package can be imported (it needs
+    ``setuptools<81``, for ``pkg_resources``)."""
+    try:
+        importlib.import_module("cockpit")
+    except ImportError:
+        return False
+    return True
+
+
+#: Cockpit works through BackPACK, which has no rule for BatchNorm in training, LSTM or attention.
+COCKPIT_WORKLOADS = ("mlp",)
+
 _WANDB_RUN: list[Any] = []
 
 
@@ -378,7 +429,9 @@ def torchmortem_available() -> bool:
 EVERY_STEP = {"every": 1, "activations_every": 10, "updates_every": 10}
 
 
-def build_configs(with_torchmortem: bool, with_wandb: bool = False) -> list[Config]:
+def build_configs(
+    with_torchmortem: bool, with_wandb: bool = False, with_cockpit: bool = False
+) -> list[Config]:
     """The plain baseline first, then every monitoring configuration."""
     all_stats = ("signal_norm", "act_mean", "update_ratio")
     configs = [
@@ -396,6 +449,10 @@ def build_configs(with_torchmortem: bool, with_wandb: bool = False) -> list[Conf
             configs.append(
                 Config(f"wandb.watch {freq}", lambda w, f=freq: WandbSession(w, f), ("gradients",))
             )
+    if with_cockpit:
+        configs.append(
+            Config("cockpit economy", CockpitSession, ("cockpit",), lambda w: w.name in COCKPIT_WORKLOADS)
+        )
     return configs
 
 
@@ -416,8 +473,7 @@ def select_configs(configs: list[Config], names: Sequence[str]) -> list[Config]:
 def train_step(workload: Workload, session: Session) -> None:
     """One SGD step on the fixed batch, with the session's calls where a user would put them."""
     workload.optimizer.zero_grad(set_to_none=True)
-    loss = workload.loss_fn(workload.model(workload.inputs), workload.targets)
-    loss.backward()
+    loss = session.forward_backward(workload)
     session.after_backward(loss)
     workload.optimizer.step()
     session.after_step(loss)
@@ -641,6 +697,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-scale", type=int, default=1, metavar="N", help=scale)
     parser.add_argument("--no-torchmortem", action="store_true", help="skip torchmortem even if installed")
     parser.add_argument("--no-wandb", action="store_true", help="skip wandb.watch even if wandb is installed")
+    parser.add_argument("--no-cockpit", action="store_true", help="skip Cockpit even if it is installed")
     keep = "comma-separated configuration names to keep (default: all); plain always runs"
     parser.add_argument("--configs", default="", help=keep)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this path")
@@ -676,9 +733,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_torch(args.threads)
     with_torchmortem = not args.no_torchmortem and torchmortem_available()
     with_wandb = not args.no_wandb and wandb_available()
-    configs = select_configs(build_configs(with_torchmortem, with_wandb), args.configs)
+    with_cockpit = not args.no_cockpit and cockpit_available()
+    configs = select_configs(build_configs(with_torchmortem, with_wandb, with_cockpit), args.configs)
     if not with_torchmortem:
         print("torchmortem not measured (pip install --no-deps torchmortem to add it)", file=sys.stderr)
+    if not with_cockpit:
+        print(
+            "Cockpit not measured (pip install cockpit-for-pytorch 'setuptools<81' to add it)",
+            file=sys.stderr,
+        )
     device = torch.device(args.device)
     if device.type == "cuda":  # the events are recorded on the current device's stream
         torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())

@@ -11,7 +11,7 @@ from torch import nn
 
 from gradmedic import _signal_buffer, stats
 from gradmedic._activation_buffer import ActivationBuffer
-from gradmedic.monitor import core as monitor
+from gradmedic.monitor import collect as monitor
 from models import ZOO, Case, assert_matches_reference, monitored_step, reference
 
 
@@ -19,7 +19,7 @@ from models import ZOO, Case, assert_matches_reference, monitored_step, referenc
 def device_path(request, monkeypatch):
     """Every output's statistics take one of the accelerator's paths (copied: through the
     ActivationBuffer, as small outputs on a GPU; at once: in the hook, as large ones)."""
-    monkeypatch.setattr(monitor, "_activation_path", lambda output: request.param)
+    monkeypatch.setattr(monitor, "activation_path", lambda output: request.param)
 
 
 def _relu_inplace_case() -> Case:
@@ -42,9 +42,9 @@ def test_every_statistic_equals_plain_autograd_through_the_buffer(device_path, m
 
 def test_only_small_accelerator_outputs_are_copied():
     small, large = torch.empty(256, 256), torch.empty(1024, 1024, 2)
-    assert monitor._activation_path(small) == "host"
-    assert monitor._activation_path(small.to("meta")) == "copied"
-    assert monitor._activation_path(large.to("meta")) == "at once"
+    assert monitor.activation_path(small) == "host"
+    assert monitor.activation_path(small.to("meta")) == "copied"
+    assert monitor.activation_path(large.to("meta")) == "at once"
 
 
 def test_a_copy_is_not_changed_by_what_happens_to_the_output_later():

@@ -27,3 +27,13 @@ def test_overhead_quick_run_prints_ratios(tmp_path: Path) -> None:
     expected = {"gradmedic default", "gradmedic all", "lightning-style grad_norm"}
     assert expected <= set(results["mlp"]["ratios"])
     assert results["mlp"]["recorded"]["gradmedic default"]["signal_norm"] > 0
+
+
+def test_through_time_benchmark_checks_its_two_methods_agree_and_prints_three_times() -> None:
+    script = SCRIPT.parent / "through_time.py"
+    command = [sys.executable, str(script), "--repeats", "1"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=SCRIPT.parent
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(re.findall(r"\d+\.\d+ ms", done.stdout)) == 3, done.stdout

@@ -522,7 +522,7 @@ def test_compile_after_watch_gives_the_eager_numbers_or_refuses():
 
 def test_hooks_refuse_to_run_inside_a_trace(monkeypatch):
     """What dynamo meets when it traces a watched model: an UnsupportedError, never stale numbers."""
-    monkeypatch.setattr(gradmedic.monitor.core, "_is_compiling", lambda: True)
+    monkeypatch.setattr(gradmedic.monitor.probes, "_is_compiling", lambda: True)
     case = mlp()
     with pytest.raises(UnsupportedError) as info, gradmedic.watch(case.model):
         case.model(*case.inputs)

@@ -427,3 +427,18 @@ def test_history_header_keeps_the_time_layers(tmp_path):
     assert header["time_layers"] == history.time_layers
     with pytest.raises(KeyError, match="recurrent layers"):
         history.time_rows("nope")
+
+
+@pytest.mark.parametrize(("mode", "bidirectional"), [("LSTM", False), ("GRU", True), ("RNN", True)])
+def test_the_module_s_own_output_gives_the_states_the_kernel_would(mode, bidirectional):
+    """The monitor hands the output it saw to the backward recurrence instead of running the top
+    layer again: the same profile and gates as when the states are computed afresh."""
+    module = getattr(nn, mode)(3, 5, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(4, 6, 3)
+    out, _ = module(x)
+    grad = torch.randn_like(out)
+    fresh, fresh_gates = bptt_squared_norms(module, x, None, grad)
+    reused, reused_gates = bptt_squared_norms(module, x, None, grad, output=out)
+    torch.testing.assert_close(reused, fresh)
+    if mode != "RNN":
+        torch.testing.assert_close(reused_gates, fresh_gates)

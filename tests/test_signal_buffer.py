@@ -138,7 +138,7 @@ def test_detaching_mid_step_lets_go_of_held_gradients_and_their_graph(monkeypatc
     model = case.model
     monitor = gradmedic.watch(model)
     case.loss().backward(create_graph=True)
-    assert monitor._signal._held and monitor._signal._held[0].grad_fn is not None
+    assert monitor._collect.signal._held and monitor._collect.signal._held[0].grad_fn is not None
     model_ref, param_ref = weakref.ref(model), weakref.ref(next(model.parameters()))
     monitor.detach()
     for param in model.parameters():

@@ -32,6 +32,7 @@ CODE_LAYERS: dict[str, str] = {
     "gradmedic.errors": "foundations",
     "gradmedic.hooks": "foundations",
     "gradmedic.layers": "foundations",
+    "gradmedic.metrics": "foundations",
     "gradmedic.op_layers": "foundations",
     "gradmedic.recurrent_stats": "foundations",
     "gradmedic.registry": "foundations",

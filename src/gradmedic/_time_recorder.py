@@ -51,6 +51,8 @@ class _Call:
     input: Tensor
     hx: object
     versions: tuple[int, ...]
+    output: Tensor  #: the output sequence, detached (no cycle through its node): the top layer's states
+    output_version: int
     grads: list[Tensor | None] = field(default_factory=lambda: [None, None, None])  # out, h_n, c_n
 
 
@@ -109,7 +111,7 @@ class TimeRecorder:
     def _layer_call(self, index: int, module: nn.RNNBase, input: Tensor, hx: object, output: tuple) -> None:
         out, state = output
         h_n, c_n = state if isinstance(state, tuple) else (state, None)
-        call = _Call(module, input, hx, _versions(module, input))
+        call = _Call(module, input, hx, _versions(module, input), out.detach(), out._version)
         hooked = False
         for slot, tensor in enumerate((out, h_n, c_n)):
             if isinstance(tensor, Tensor) and tensor.grad_fn is not None:
@@ -170,7 +172,9 @@ class TimeRecorder:
             for call in calls:
                 if all(g is None for g in call.grads) or not self._unchanged(call):
                     continue
-                squared, gates = bptt_squared_norms(call.module, call.input, call.hx, *call.grads)
+                output = call.output if call.output._version == call.output_version else None
+                out, h_n, c_n = call.grads
+                squared, gates = bptt_squared_norms(call.module, call.input, call.hx, out, h_n, c_n, output)
                 parts.append(squared.flip(0))
                 if gates is not None:
                     self._gates.setdefault(index, []).append(gates)

@@ -67,20 +67,21 @@ import numpy as np
 from ._providers import provided
 from .errors import ConfigError
 from .layers import LayerInfo
+from .metrics import columns_of, names
 
 FORMAT = "gradmedic.history"
 VERSION = 1
 
 #: Metrics whose columns are the layers, computed during the forward pass.
-FORWARD_METRICS = ("act_mean", "act_std", "act_saturated", "act_dead")
+FORWARD_METRICS = names(columns="layer", phase="forward")
 #: Metrics whose columns are the layers, computed during the backward pass.
-BACKWARD_METRICS = ("signal_norm", "signal_rms", "weight_grad_norm")
-#: Other metrics whose columns are the layers.
-LAYER_METRICS = ("update_ratio", "grad_underflow")
+BACKWARD_METRICS = names(columns="layer", phase="backward")
+#: Metrics whose columns are the layers, measured across the optimizer's update.
+LAYER_METRICS = names(columns="layer", phase="update")
 #: Metrics of recurrent layers whose columns are the layers (NaN for the other layers).
-RECURRENT_METRICS = ("time_length", "gate_mean", "gate_saturated")
+RECURRENT_METRICS = names(columns="layer", phase="time")
 #: Metrics with one block of steps-back columns per recurrent layer.
-TIME_METRICS = ("time_signal",)
+TIME_METRICS = names(columns="time")
 #: Longest time profile kept per recurrent layer (steps back from the last step).
 MAX_TIME_STEPS = 2048
 
@@ -225,15 +226,12 @@ class History:
 
     def width(self, metric: str) -> int:
         """Number of columns of ``metric``."""
-        if metric == "param_grad_norm":
+        columns = columns_of(metric)  # see gradmedic.metrics
+        if columns == "parameter":
             return len(self.params)
-        if metric in TIME_METRICS:
+        if columns == "time":
             return len(self.time_layers) * self.time_steps
-        if metric in RECURRENT_METRICS:
-            return len(self.layers)
-        if metric in FORWARD_METRICS or metric in BACKWARD_METRICS or metric in LAYER_METRICS:
-            return len(self.layers)
-        return 1
+        return len(self.layers) if columns == "layer" else 1
 
     def append(self, metric: str, steps: list[int], values: np.ndarray) -> None:
         """Append rows of ``metric`` (shape ``[len(steps), width]``) recorded at ``steps``.

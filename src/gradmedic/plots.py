@@ -65,6 +65,7 @@ from .canvas import VANISH_FACTOR as VANISH_FACTOR
 from .errors import ConfigError
 from .history import FORWARD_METRICS, History
 from .layers import LayerInfo
+from .metrics import METRICS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -81,29 +82,9 @@ MAX_TICK_LABELS = 40
 #: Time-series pictures name layers in a legend up to this count, else with a depth colour bar.
 MAX_LEGEND_LAYERS = 10
 
-TITLES = {
-    "signal_rms": "Backprop signal per layer (RMS of the gradient of the loss w.r.t. each layer's output)",
-    "signal_norm": "Backprop signal per layer (norm of the gradient of the loss w.r.t. each layer's output)",
-    "weight_grad_norm": "Weight-gradient norm per layer "
-    "(gradient of the loss w.r.t. each layer's parameters)",
-    "update_ratio": "Update size per layer: ||w_after - w_before|| / ||w_before|| at each optimizer step",
-    "act_saturated": "Saturated fraction per layer: share of outputs in the flat tails of\n"
-    "Sigmoid/Tanh-like activations, where almost no gradient passes",
-    "act_dead": "Dead fraction per layer: share of ReLU-like units that output 0\n"
-    "for the whole batch, so no gradient passes through them",
-    "act_mean": "Mean of each layer's output",
-    "act_std": "Standard deviation of each layer's output",
-}
-UNITS = {
-    "signal_rms": "RMS of dLoss/d(output)",
-    "signal_norm": "||dLoss/d(output)||",
-    "weight_grad_norm": "||dLoss/dW||",
-    "update_ratio": "update / weight ratio",
-    "act_saturated": "fraction of outputs",
-    "act_dead": "fraction of units",
-    "act_mean": "mean",
-    "act_std": "standard deviation",
-}
+#: Title and unit of each metric drawn per layer over training (see :mod:`gradmedic.metrics`).
+TITLES = {name: metric.title for name, metric in METRICS.items() if metric.drawn}
+UNITS = {name: metric.unit for name, metric in METRICS.items() if metric.drawn}
 _NON_FINITE = "non-finite value (NaN/Inf)"
 _ZERO = "exactly 0 (below float precision)"
 

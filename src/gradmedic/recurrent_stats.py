@@ -14,13 +14,16 @@ How it is measured:
 * ``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` run the recurrence inside one fused kernel and expose only
   the output sequence. The gradient with respect to ``out[:, t]`` is *not* the signal: it holds
   only the loss's direct dependence on step ``t`` (zero before the last step when the loss reads
-  ``out[:, -1]``). :func:`bptt_squared_norms` therefore replays the recurrence of the **top
-  layer** step by step with the layer's weights and returns the total gradient at each of its
-  hidden states, given the gradients that reached ``out``, ``h_n`` (and ``c_n``). Lower layers
-  are run without a graph only to feed the top layer; dropout between layers is not replayed
-  (the signal is measured as if it were off). For a bidirectional layer the value at position
-  ``t`` covers both directions (the reverse direction carries its memory the other way, from
-  the first position to the last).
+  ``out[:, -1]``). :func:`bptt_squared_norms` therefore runs the backward recurrence of the
+  **top layer** by hand and returns the total gradient at each of its hidden states, given the
+  gradients that reached ``out``, ``h_n`` (and ``c_n``): the states come from PyTorch's fused
+  kernel (or from the module's own output), every gate of every step from them in two matrix
+  products, and then one small product per step goes back, ``dh_{t-1} = g_{t-1} + dh_t
+  dh_t/dh_{t-1}``, with no autograd graph of ``T`` steps (:func:`replay` builds that graph, for
+  tests and users who want it). Lower layers are run without a graph only to feed the top layer;
+  dropout between layers is not replayed (the signal is measured as if it were off). For a
+  bidirectional layer the value at position ``t`` covers both directions (the reverse
+  direction carries its memory the other way, from the first position to the last).
 
 With a loss at every step (a sequence labeller, a language model), the gradient at ``h_t``
 includes step ``t``'s own loss, so the profile stays high whatever the memory and the horizon
@@ -233,6 +236,14 @@ def _unbatch_state(state: Tensor | None, unbatched: bool) -> Tensor | None:
     return state.unsqueeze(1) if state is not None and unbatched else state
 
 
+def _require_tensor(module: nn.RNNBase, input: object) -> None:
+    if not isinstance(input, Tensor):
+        raise UnsupportedError(
+            f"the per-step signal of {type(module).__name__} needs a padded tensor input, not "
+            f"{type(input).__name__} (a PackedSequence is not replayed)"
+        )
+
+
 @dataclass
 class Replay:
     """The top layer of a replayed recurrent module: its states per direction, with a graph."""
@@ -258,18 +269,10 @@ def replay(module: nn.RNNBase, input: Tensor, hx: object = None) -> Replay:
         >>> torch.allclose(torch.stack(run.directions[0].states, 1), out, atol=1e-6)
         True
     """
-    if not isinstance(input, Tensor):
-        raise UnsupportedError(
-            f"the per-step signal of {type(module).__name__} needs a padded tensor input, not "
-            f"{type(input).__name__} (a PackedSequence is not replayed)"
-        )
+    _require_tensor(module, input)
     unbatched = input.dim() == 2
     x = _as_time_major(module, input.detach(), unbatched)
-    if isinstance(hx, (tuple, list)):
-        hx = tuple(_unbatch_state(s, unbatched) for s in hx)
-    elif isinstance(hx, Tensor):
-        hx = _unbatch_state(hx, unbatched)
-    h0, c0 = _initial_state(module, x, hx)
+    h0, c0 = _initial_state(module, x, _unbatched_hx(hx, unbatched))
     mode, sides = module.mode, 2 if module.bidirectional else 1
     gates: list[Tensor] = []
     directions: list[Direction] = []
@@ -295,6 +298,7 @@ def bptt_squared_norms(
     grad_output: Tensor | None,
     grad_h: Tensor | None = None,
     grad_c: Tensor | None = None,
+    output: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per position, the squared norm of the total gradient w.r.t. the top layer's hidden state.
 
@@ -304,6 +308,8 @@ def bptt_squared_norms(
         input, hx: the arguments the module was called with.
         grad_output: gradient of the loss w.r.t. the module's output sequence (None: zero).
         grad_h, grad_c: gradients w.r.t. ``h_n`` (and an LSTM's ``c_n``), or None.
+        output: the output sequence the module returned, if at hand: the top layer's states are
+            read from it instead of computed again (when no dropout between layers changed it).
 
     Returns:
         ``(squared_norms, gate_stats)``: float64 ``[T]`` in position order (summed over the batch
@@ -320,39 +326,186 @@ def bptt_squared_norms(
         >>> bool(norms[0] < 1e-3 * norms[-1])  # the signal has faded by the first step
         True
     """
-    with torch._C.DisableTorchFunction():  # invisible to torch function modes (the checkup's tracer)
-        return _bptt(module, input, hx, grad_output, grad_h, grad_c)
+    _require_tensor(module, input)
+    with torch._C.DisableTorchFunction(), torch.no_grad():  # invisible to the checkup's tracer
+        return _bptt(module, input, hx, (grad_output, grad_h, grad_c), output)
 
 
-def _bptt(module: nn.RNNBase, input: Tensor, hx: object, grad_output: Tensor | None, grad_h: Tensor | None,
-          grad_c: Tensor | None) -> tuple[Tensor, Tensor | None]:  # fmt: skip
-    with torch.enable_grad():
-        run = replay(module, input, hx)
+def _bptt(
+    module: nn.RNNBase,
+    input: Tensor,
+    hx: object,
+    grads: tuple[Tensor | None, Tensor | None, Tensor | None],
+    output: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Each layer's states by PyTorch's fused kernel (no graph), then the top layer's backward
+    recurrence written out (:meth:`_Layer.backward`): no autograd graph of ``T`` steps is built."""
     unbatched = input.dim() == 2
-    sides = len(run.directions)
-    size = run.directions[0].last_h.shape[-1]
-    top = (module.num_layers - 1) * sides
-    g_out = _as_time_major(module, grad_output, unbatched) if grad_output is not None else None
-    g_h, g_c = _unbatch_state(grad_h, unbatched), _unbatch_state(grad_c, unbatched)
-    terms = []
-    for side, direction in enumerate(run.directions):
-        if g_out is not None:
-            terms.append((torch.stack(direction.states) * g_out[..., side * size : (side + 1) * size]).sum())
-        if g_h is not None:
-            terms.append((direction.last_h * g_h[top + side]).sum())
-        if g_c is not None and direction.last_c is not None:
-            terms.append((direction.last_c * g_c[top + side]).sum())
-    states = [h for direction in run.directions for h in direction.states]
-    steps = len(run.directions[0].states)
-    norms = torch.zeros(steps, dtype=torch.float64, device=input.device)
-    if terms:
-        with torch.enable_grad():
-            grads = torch.autograd.grad(torch.stack(terms).sum(), states, allow_unused=True)
-        zero = torch.zeros_like(states[0])
-        filled = [g if g is not None else zero for g in grads]
+    x = _as_time_major(module, input.detach(), unbatched)
+    h0, c0 = _initial_state(module, x, _unbatched_hx(hx, unbatched))
+    sides, top = 2 if module.bidirectional else 1, module.num_layers - 1
+    g_out, g_h, g_c = grads
+    g_out = _as_time_major(module, g_out, unbatched) if g_out is not None else None
+    g_h, g_c = _unbatch_state(g_h, unbatched), _unbatch_state(g_c, unbatched)
+    top_states = (
+        _as_time_major(module, output.detach(), unbatched)
+        if output is not None and _reusable(module)
+        else None
+    )
+    norms = torch.zeros(len(x), dtype=torch.float64, device=input.device)
+    gates: list[Tensor] = []
+    for layer in range(module.num_layers):
+        outputs = []
         for side in range(sides):
-            norms += step_squared_norms(torch.stack(filled[side * steps : (side + 1) * steps]), 0)
-    return norms, (gate_stats(run.gates) if run.gates is not None else None)
+            k = layer * sides + side
+            c = c0[k] if c0 is not None else None
+            known = (
+                _run_order(_side(top_states, side, sides), side)
+                if layer == top and top_states is not None
+                else None
+            )
+            run = _Layer(module.mode, _run_order(x, side), h0[k], c, _weights(module, layer, side), known)
+            gates += [run.memory_gate] if run.memory_gate is not None else []
+            outputs.append(_run_order(run.states, side))
+            if layer == top and any(g is not None for g in grads):
+                g = _run_order(_side(g_out, side, sides), side) if g_out is not None else None
+                at_states = run.backward(g, _at(g_h, k), _at(g_c, k))
+                norms += _run_order(step_squared_norms(at_states, 0), side)
+        if layer < top:
+            x = torch.cat(outputs, dim=-1)
+    flat = torch.cat([g.reshape(-1) for g in gates]) if gates else None
+    return norms, (gate_stats(flat) if flat is not None else None)
+
+
+def _reusable(module: nn.RNNBase) -> bool:
+    """Whether the module's output holds the top layer's states as the replay computes them: not
+    when dropout between layers changed the top layer's input (the replay runs without it)."""
+    return not (module.num_layers > 1 and module.dropout > 0 and module.training)
+
+
+def _side(tensor: Tensor, side: int, sides: int) -> Tensor:
+    """One direction's half of a bidirectional layer's output (the whole output of a one-way layer)."""
+    if sides == 1:
+        return tensor
+    size = tensor.shape[-1] // 2
+    return tensor[..., side * size : (side + 1) * size]
+
+
+def _run_order(tensor: Tensor, side: int) -> Tensor:
+    """A time-major tensor in the order its direction runs (the reverse direction: flipped)."""
+    return tensor.flip(0) if side else tensor
+
+
+def _at(state: Tensor | None, k: int) -> Tensor | None:
+    return state[k] if state is not None else None
+
+
+def _unbatched_hx(hx: object, unbatched: bool) -> object:
+    if isinstance(hx, (tuple, list)):
+        return tuple(_unbatch_state(s, unbatched) for s in hx)
+    return _unbatch_state(hx, unbatched) if isinstance(hx, Tensor) else hx
+
+
+class _Layer:
+    """One direction of one layer: its states by PyTorch's fused kernel (or as given), then the
+    factors of every step at once, for the backward recurrence of :meth:`backward`.
+
+    Each step's state is known after the fused pass, so the gates need no loop: with ``H_prev``
+    the states shifted by one, ``pre = x W_ih^T + b_ih + H_prev W_hh^T + b_hh`` for all steps in
+    two products. The LSTM's cell state ``c_t = f_t c_{t-1} + i_t g_t`` is a loop of one
+    element-wise op per step.
+    """
+
+    def __init__(self, mode: str, seq: Tensor, h0: Tensor, c0: Tensor | None, w: _Weights,
+                 states: Tensor | None = None) -> None:  # fmt: skip
+        self.mode, self.w = mode, w
+        self.states = states if states is not None else _fused_states(mode, seq, h0, c0, w)
+        previous = torch.cat([h0.unsqueeze(0), self.states[:-1]])
+        pre_x, pre_h = F.linear(seq, w.w_ih, w.b_ih), F.linear(previous, w.w_hh, w.b_hh)
+        self.memory_gate: Tensor | None = None
+        if mode == "LSTM":
+            assert c0 is not None
+            self._lstm_factors(pre_x.add_(pre_h), c0)
+        elif mode == "GRU":
+            self._gru_factors(pre_x, pre_h, previous)
+        else:
+            h = self.states
+            self.factor = 1 - h * h if mode == "RNN_TANH" else (h > 0).to(h.dtype)
+
+    def _lstm_factors(self, pre: Tensor, c0: Tensor) -> None:
+        """The factors of each step: d pre / d c for the input, forget and cell gates, d pre / d m
+        for the output gate (``m_t = o_t tanh(c_t)``, before any projection), d c / d m."""
+        size = pre.shape[-1] // 4
+        pre[..., : 2 * size].sigmoid_()
+        pre[..., 2 * size : 3 * size].tanh_()
+        pre[..., 3 * size :].sigmoid_()
+        i, f, g, o = pre.chunk(4, -1)  # the gates, activated
+        cells = torch.empty((len(pre) + 1, *c0.shape), dtype=pre.dtype, device=pre.device)
+        cells[0] = c0
+        for t in range(len(pre)):
+            torch.addcmul(f[t] * cells[t], i[t], g[t], out=cells[t + 1])
+        tanh_c = cells[1:].tanh()
+        self.memory_gate = self.forget = f
+        self.to_cell = o * (1 - tanh_c * tanh_c)
+        self.factor = torch.empty_like(pre)
+        d_i, d_f, d_g, d_o = self.factor.chunk(4, -1)
+        torch.mul(g, i * (1 - i), out=d_i)
+        torch.mul(cells[:-1], f * (1 - f), out=d_f)
+        torch.mul(i, 1 - g * g, out=d_g)
+        torch.mul(tanh_c, o * (1 - o), out=d_o)
+
+    def _gru_factors(self, pre_x: Tensor, pre_h: Tensor, previous: Tensor) -> None:
+        xr, xz, xn = pre_x.chunk(3, -1)
+        hr, hz, hn = pre_h.chunk(3, -1)
+        r, z = (xr + hr).sigmoid_(), (xz + hz).sigmoid_()
+        n = xn.addcmul_(r, hn).tanh_()
+        self.memory_gate = self.keep = z
+        to_n = (1 - z) * (1 - n * n)  # d h_t / d (the pre-activation of n)
+        self.factor = torch.cat([to_n * hn * r * (1 - r), (previous - n) * z * (1 - z), to_n * r], -1)
+
+    def backward(self, g_out: Tensor | None, g_h: Tensor | None, g_c: Tensor | None) -> Tensor:
+        """The total gradient at each state (in run order), given those reaching ``out``, the
+        final ``h`` and (LSTM) the final ``c``: ``dh_t = g_t + dh_{t+1} d h_{t+1} / d h_t``."""
+        steps = len(self.states)
+        grads = torch.empty_like(self.states)
+        carry = torch.zeros_like(self.states[0])
+        carry_c = g_c.clone() if g_c is not None else None
+        if self.mode == "LSTM" and carry_c is None:
+            carry_c = torch.zeros_like(self.to_cell[0])
+        for t in range(steps - 1, -1, -1):
+            dh = carry + g_out[t] if g_out is not None else carry
+            if g_h is not None and t == steps - 1:
+                dh = dh + g_h
+            grads[t] = dh
+            carry, carry_c = self._back_step(t, dh, carry_c)
+        return grads
+
+    def _back_step(self, t: int, dh: Tensor, carry_c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One step back: the gradient reaching ``h_{t-1}`` (and ``c_{t-1}``) through step ``t``."""
+        w = self.w
+        if self.mode == "LSTM":
+            assert carry_c is not None
+            dm = dh @ w.w_hr if w.w_hr is not None else dh
+            dc = torch.addcmul(carry_c, dm, self.to_cell[t])
+            d_pre = torch.cat([dc, dc, dc, dm], -1).mul_(self.factor[t])
+            return d_pre @ w.w_hh, dc.mul_(self.forget[t])
+        if self.mode == "GRU":
+            d_pre = torch.cat([dh, dh, dh], -1).mul_(self.factor[t])
+            return torch.addmm(dh * self.keep[t], d_pre, w.w_hh), None
+        return (dh * self.factor[t]) @ w.w_hh, None
+
+
+def _fused_states(mode: str, seq: Tensor, h0: Tensor, c0: Tensor | None, w: _Weights) -> Tensor:
+    """The states of one direction of one layer, ``[T, batch, size]``, by PyTorch's own kernel."""
+    params = [w.w_ih, w.w_hh] + ([w.b_ih, w.b_hh] if w.b_ih is not None and w.b_hh is not None else [])
+    has_bias = w.b_ih is not None
+    if mode == "LSTM":
+        params += [w.w_hr] if w.w_hr is not None else []
+        assert c0 is not None
+        hx = (h0.unsqueeze(0), c0.unsqueeze(0))
+        return torch._VF.lstm(seq, hx, params, has_bias, 1, 0.0, False, False, False)[0]
+    kernel = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}[mode]
+    return kernel(seq, h0.unsqueeze(0), params, has_bias, 1, 0.0, False, False, False)[0]
 
 
 # -- profiles (NumPy): horizon, decay, reach -------------------------------------------------

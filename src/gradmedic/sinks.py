@@ -62,6 +62,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .history import History, encode_float
+from .metrics import METRICS
 
 if TYPE_CHECKING:
     from .diagnosis import Report
@@ -80,14 +81,7 @@ SUMMARY_SERIES = (
 )
 
 #: Metrics written per layer by a sink with ``per_layer=True``.
-PER_LAYER_METRICS = (
-    "signal_rms",
-    "weight_grad_norm",
-    "update_ratio",
-    "act_saturated",
-    "act_dead",
-    "grad_underflow",
-)
+PER_LAYER_METRICS = tuple(name for name, metric in METRICS.items() if metric.per_layer_sink)
 
 #: One flushed History row: (metric, step, values with one entry per column).
 Row = tuple[str, int, np.ndarray]

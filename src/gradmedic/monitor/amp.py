@@ -17,6 +17,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
 
@@ -38,3 +41,44 @@ def grads_still_scaled(scaler: object, optimizer: object) -> bool:
     states = getattr(scaler, "_per_optimizer_states", None) or {}
     mine = [states[id(optimizer)]] if id(optimizer) in states else list(states.values())
     return not any(getattr(state.get("stage"), "name", "") == "UNSCALED" for state in mine)
+
+
+class Scaler:
+    """The GradScaler of one monitor (or none) and the optimizer it unscales, for the collector.
+
+    Example:
+        >>> import torch
+        >>> scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+        >>> _ = scaler.scale(torch.tensor(1.0))
+        >>> Scaler(scaler, None).unscaled(torch.tensor([32.0])).tolist()
+        [2.0]
+    """
+
+    def __init__(self, scaler: object, optimizer: Callable[[], object] | None) -> None:
+        self.scaler = scaler
+        self._optimizer = optimizer  # a weak reference (or None: no optimizer given)
+
+    @property
+    def active(self) -> bool:
+        """Whether a GradScaler was given."""
+        return self.scaler is not None
+
+    def scale(self) -> Tensor | None:
+        """The loss scale in effect for this step (a device tensor), or None."""
+        return loss_scale(self.scaler)
+
+    def grads_scaled(self) -> bool:
+        """Whether ``.grad`` still holds scaled gradients (``scaler.unscale_`` has not run)."""
+        optimizer = self._optimizer() if self._optimizer is not None else None
+        return grads_still_scaled(self.scaler, optimizer)
+
+    def unscaled(self, squared: Tensor, scaled: bool = True) -> Tensor:
+        """Squared norms divided by the square of the loss scale (when ``scaled``)."""
+        scale = self.scale()
+        if scale is None or not scaled:
+            return squared
+        return squared / scale.to(squared.device, torch.float64).square()
+
+    def round(self) -> object:
+        """The scaler's round (see :func:`scaler_round`)."""
+        return scaler_round(self.scaler)

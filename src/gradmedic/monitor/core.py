@@ -1,9 +1,12 @@
-"""The :class:`Monitor`: hooks on a model (and optimizer) that fill a :class:`~gradmedic.history.History`.
+"""The :class:`Monitor`: a thin facade over the jobs of this package, filling a
+:class:`~gradmedic.history.History`.
 
-Its jobs live beside it in this package: the options and their checks (:mod:`.options`), the
-check of unrecorded steps (:mod:`.guard`), the copy to the host and the non-finite events
-(:mod:`.flush`), the GradScaler's private state (:mod:`.amp`) and the exchange between ranks
-(:mod:`.distributed`).
+Each job lives in its own module: the options and their checks (:mod:`.options`), hook
+placement and the hook callbacks (:mod:`.probes`), a fresh state per step (:mod:`.step_state`),
+the assembly of a step's statistics (:mod:`.collect`), the check of unrecorded steps
+(:mod:`.guard`), the GradScaler's private state (:mod:`.amp`), the copy to the host and the
+non-finite events (:mod:`.flush`) and the exchange between ranks (:mod:`.distributed`). The
+monitor keeps the step bookkeeping: which step is open, when it closes, what is pending.
 
 Example:
     >>> from torch import nn
@@ -16,56 +19,35 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import sinks as sinks_module
 from .. import stats
-from .._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
 from .._providers import provided
-from .._signal_buffer import SignalBuffer, Taken
 from .._time_recorder import TimeRecorder
 from ..errors import ConfigError, ModelError, UnsupportedError
-from ..history import (
-    History,
-    NonFiniteEvent,
-    row_record,
-    write_line,
-)
+from ..history import History, NonFiniteEvent, row_record, write_line
 from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
-from ..op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
+from ..op_layers import Discovery, FunctionModel, candidate_leaves, extra_leaves
 from ..schedules import Schedule
 from . import amp
+from .collect import ONE, Collector, as_row
 from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
 from .options import Options, check_loss
+from .probes import Probes, float_tensors
 from .step_state import StepState
 
 if TYPE_CHECKING:
     from ..diagnosis import Report
-
-_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)
-
-
-def _float_tensors(output: object) -> list[Tensor]:
-    """Floating-point tensors in a module output (a tensor, or nested tuples/lists/dicts)."""
-    if isinstance(output, Tensor):
-        return [output] if output.is_floating_point() else []
-    if isinstance(output, (tuple, list)):
-        return [t for item in output for t in _float_tensors(item)]
-    if isinstance(output, dict):
-        return [t for item in output.values() for t in _float_tensors(item)]
-    return []
 
 
 class Monitor:
@@ -162,36 +144,13 @@ class Monitor:
             self._reducer = Reducer(widths, self._flush_every)
         self._writer = self._reducer is None or self._reducer.rank == 0
         self._hooks = HookSet()  # the optimizer's step hooks: in place while attached
-        self._probes = HookSet()  # the model's forward hooks: in place for recorded steps only
-        self._activation_hooks = HookSet()
-        self._installers: list[functools.partial[Any]] = []  # each registers one probe hook
+        self._probes = Probes(self)  # the model's hooks: in place for recorded steps only
+        self._collect = Collector(self.layers, amp.Scaler(self._scaler, self._optimizer_ref))
         self._guard = GradientGuard()
-        self._activation_modules: list[tuple[int, nn.Module]] = []
-        self._activations_seen = False
-        self._modules: list[nn.Module | None] = []  # None: an op layer
-        self._params: list[Tensor] = []  # the parameters, then the op layers' other leaf tensors
         self._is_activation = [layer.kind == "activation" for layer in self.layers]
-        self._kinds: list[stats.ActivationKind] = []
-        self._param_layer: list[int] = []
-        self._weights = _WeightCopy()
-        self._constants: dict[tuple[Any, ...], Tensor] = {}
-        self._masks: dict[tuple[Any, ...], Any] = {}
-        self._scratch: Tensor | None = None
-        self._scratch_views: dict[torch.Size, Tensor] = {}
-        self._snapshot = False
         self._attached = False
         self._step = 0
         self._pending: list[StepRecord] = []
-        self._leaf_hooks: dict[tuple[int, int], Any] = {}
-        self._node_hooks: dict[tuple[int, int], Any] = {}
-        self._forward_calls = 0
-        self._signal = SignalBuffer()
-        self._act_copies = ActivationBuffer()
-        self._ops_found = False
-        self._op_weights: dict[int, int] = {}
-        self._op_biases: dict[int, int] = {}
-        self._probe: OpProbe | None = None
-        self._op_time: set[int] = set()  # op layers called several times a forward pass
         self._now = self._open_state()
         self._last_closed: StepRecord | None = None
 
@@ -236,7 +195,6 @@ class Monitor:
         except BaseException:
             self._attached = False
             self._remove_hooks()
-            self._activation_modules = []
             raise
         return self
 
@@ -245,10 +203,7 @@ class Monitor:
         try:
             self._hooks.remove()
         finally:
-            try:
-                self._probes.remove()
-            finally:
-                self._activation_hooks.remove()
+            self._probes.remove()
 
     def _start_log(self) -> None:
         """Write the log file's header line (when the file does not exist yet)."""
@@ -264,21 +219,12 @@ class Monitor:
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
-        self._remove_hooks()
-        self._remove_leaf_hooks()
-        self._exit_probe()
+        try:
+            self._hooks.remove()
+        finally:
+            self._probes.release()
         self._attached = False
-        self._modules = []
-        self._installers = []
-        self._activation_modules = []
-        self._params = []
-        self._snapshot = False
-        self._weights = _WeightCopy()
-        self._constants = {}
-        self._scratch = None
-        self._scratch_views = {}
-        self._signal.clear()  # gradients held mid-step (with create_graph, they hold the graph)
-        self._act_copies.clear()
+        self._collect.release()
         if self._time is not None:
             self._time.reset()
         self._warn_if_never_stepped()
@@ -367,7 +313,7 @@ class Monitor:
     def _warn_if_never_stepped(self) -> None:
         """An optimizer was given but its ``step()`` never ran while forward passes did: say why
         the record is empty instead of leaving it silently so."""
-        if self._optimizer_ref is None or self._step > 0 or self._forward_calls == 0:
+        if self._optimizer_ref is None or self._step > 0 or self._probes.forward_calls == 0:
             return
         warnings.warn(
             "gradmedic recorded nothing: the optimizer given to watch() never ran step(), which is "
@@ -394,37 +340,18 @@ class Monitor:
     # -- hooks -----------------------------------------------------------------------------
 
     def _register(self, model: nn.Module) -> None:
-        """Prepare one forward hook per layer, registered by :meth:`_place_probes` for the recorded
-        steps only; everything the hooks look up per call is computed here, once."""
-        modules = dict(model.named_modules())
-        self._modules = [modules.get(layer.name) for layer in self.layers]  # None: an op layer
-        self._params = list(model.parameters())
-        self._installers = []
-        if self._op_candidates:
-            self._register_op_layers(model)
-        self._param_layer = _param_layer_index(self._history.params, self.layers)
-        self._kinds = [
+        """Prepare the probes (registered for the recorded steps only) and what the collector measures."""
+        modules, leaves = self._probes.prepare(model, self._op_candidates)
+        kinds = [
             stats.activation_kind(module if is_activation else None)
-            for module, is_activation in zip(self._modules, self._is_activation)
+            for module, is_activation in zip(modules, self._is_activation)
         ]
-        self._node_hooks = {}
-        self._constants = {}
-        recurrent = set(self._time.layers) if self._time is not None else set()
-        on_and_off = not all(self._is_activation)  # a param layer's hook marks every forward pass
-        self._activation_modules = []
-        for index, module in enumerate(self._modules):
-            if module is None:  # an op layer: reported by the OpProbe
-                continue
-            if index in recurrent:  # one hook per layer; only recurrent layers pay for theirs
-                hook = functools.partial(self._on_recurrent_forward, index)
-                self._installers.append(
-                    functools.partial(module.register_forward_hook, hook, with_kwargs=True)
-                )
-            elif on_and_off and self._is_activation[index]:
-                self._activation_modules.append((index, module))  # hooked by _place_activation_hooks
-            else:
-                hook = functools.partial(self._on_forward, index)
-                self._installers.append(functools.partial(module.register_forward_hook, hook))
+        param_layer = _param_layer_index(self._history.params, self.layers)
+        self._collect.bind([*model.parameters(), *leaves], param_layer, kinds)
+
+    def _place_probes(self) -> None:
+        """Hook the model for a recorded step; leave it without any gradmedic hook otherwise."""
+        self._probes.place(self._now.recorded, self._now.acts_on)
 
     def _hook_optimizer(self) -> None:
         """The optimizer's step hooks close each step (and decide whether the next is recorded)."""
@@ -432,86 +359,7 @@ class Monitor:
         if optimizer is not None:
             self._hooks.add(optimizer.register_step_pre_hook(self._before_optimizer_step))
             self._hooks.add(optimizer.register_step_post_hook(self._after_optimizer_step))
-        self._snapshot = False
-
-    def _place_probes(self) -> None:
-        """Hook the model for a recorded step; leave it without any gradmedic hook otherwise.
-
-        Registering the hooks again costs a few microseconds per layer (the hook functions are
-        made once, in :meth:`_register`), paid on the recorded steps only.
-        """
-        if not self._now.recorded:
-            self._probes.remove()
-            self._activation_hooks.remove()
-            return
-        if not len(self._probes):
-            for install in self._installers:
-                self._probes.add(install())
-        self._place_activation_hooks()
-
-    # -- op layers (see gradmedic.op_layers) -----------------------------------------------
-
-    def _register_op_layers(self, model: nn.Module) -> None:
-        """Hooks on the root module that find the op layers at the first forward pass with
-        gradients, and then put an :class:`OpProbe` around the forward passes of recorded steps."""
-        leaves = {leaf.name: leaf.tensor for leaf in candidate_leaves(model).values()}
-        named = dict(model.named_parameters())
-        self._params += [leaves[name] for name in self._history.params[len(named) :]]
-        modules = dict(model.named_modules())
-        self._op_weights, self._op_biases = {}, {}
-        for index, layer in enumerate(self.layers):
-            if layer.name in modules or layer.name not in leaves:
-                continue
-            self._op_weights[id(leaves[layer.name])] = index
-            self._op_biases.update({id(leaves[name]): index for name in layer.params[1:] if name in leaves})
-        self._installers.append(
-            functools.partial(model.register_forward_pre_hook, self._before_root_forward, with_kwargs=True)
-        )
-        self._installers.append(
-            functools.partial(model.register_forward_hook, self._after_root_forward, always_call=True)
-        )
-
-    def _before_root_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not self._attached or not torch.is_grad_enabled() or self._probe is not None:
-            return
-        if not self._ops_found:
-            found = self._discover(model, args, kwargs)
-            self._ops_found = True
-            self._add_op_layers(model, found)
-        if self._op_weights and (self._now.signal_on or self._now.acts_on or self._now.time_on):
-            self._probe = OpProbe(self._op_weights, self._op_biases, self._on_op_output)
-            self._probe.__enter__()
-
-    def _after_root_forward(self, model: nn.Module, args: object, output: object) -> None:
-        pending = self._exit_probe()
-        if pending is not None and output is not None:
-            self._on_op_output(*pending)
-
-    def _exit_probe(self) -> tuple[int, Tensor] | None:
-        """Leave the probe's TorchFunctionMode (if entered); return the output it still held."""
-        probe, self._probe = self._probe, None
-        if probe is None:
-            return None
-        pending = probe.take()
-        probe.__exit__(None, None, None)
-        return pending
-
-    def _on_op_output(self, index: int, output: Tensor) -> None:
-        self._on_forward(index, None, (), output)
-        if self._now.time_on and index in self._op_time and self._time is not None and self._attached:
-            self._time.op_call(index, output)
-
-    def _discover(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
-        """One forward pass that finds the op layers; the monitor's hooks stay quiet during it."""
-        if self._history.metrics:  # rows already written with the layers as they were
-            return Discovery(
-                notes=["op layers not searched: the first forward pass came after recorded steps"]
-            )
-        self._attached = False
-        try:
-            return discover(model, args, kwargs)
-        finally:
-            self._attached = True
+        self._collect.snapshot = False
 
     def _add_op_layers(self, model: nn.Module, found: Discovery) -> None:
         """Put the op layers found in place of the modules they split (in their columns, so no
@@ -543,7 +391,6 @@ class Monitor:
             widths = {metric: self._history.width(metric) for metric in REDUCTIONS}
             self._reducer = Reducer(widths, self._flush_every)
         self._probes.remove()
-        self._activation_hooks.remove()
         self._register(model)
         self._place_probes()
 
@@ -551,141 +398,11 @@ class Monitor:
         """Op layers of a recurrence written by hand get statistics through time (one step per call)."""
         column = {layer.name: i for i, layer in enumerate(self.layers)}
         repeated = [column[op.name] for op in found.layers if op.recurrent]
-        self._op_time = set(repeated)
+        self._probes.op_time = set(repeated)
         self._history.time_layers.extend(repeated)
         if self._time is not None or repeated:  # as wide as the layers are now
             self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
         self._now.time_on = self._time is not None and self._time_schedule(self._step)
-
-    def _place_activation_hooks(self) -> None:
-        """Hook the activation modules on the steps that observe them, and until each was seen once
-        (for the forward order); on the other steps they run without a hook, at no cost."""
-        wanted = self._now.acts_on or not self._all_activations_seen()
-        if wanted == (len(self._activation_hooks) > 0):
-            return
-        if not wanted:
-            self._activation_hooks.remove()
-            return
-        for index, module in self._activation_modules:
-            hook = functools.partial(self._on_forward, index)
-            self._activation_hooks.add(module.register_forward_hook(hook))
-
-    def _all_activations_seen(self) -> bool:
-        if not self._activations_seen:
-            seen = [self.layers[i].forward_index >= 0 for i, _ in self._activation_modules]
-            self._activations_seen = all(seen)
-        return self._activations_seen
-
-    def _on_forward(self, index: int, module: nn.Module | None, args: object, output: object) -> None:
-        if not self._attached or not torch.is_grad_enabled() or _in_functorch():
-            return  # under torch.func (vmap, grad) the tensors are wrapped: not a training step
-        if _is_compiling():
-            raise UnsupportedError(
-                "gradmedic cannot observe a model inside torch.compile: its hooks would run once, "
-                "at tracing time, and report stale numbers. Watch the uncompiled model, or run "
-                "gradmedic.checkup on it before compiling"
-            )
-        if self._scaler is not None and self._scaler_skipped():
-            self._start_step()  # the GradScaler skipped the last step: its numbers are dropped
-        if not self._now.forward_seen:
-            self._first_forward(output)
-        layer = self.layers[index]
-        if layer.forward_index < 0:
-            layer.forward_index = self._forward_calls
-            self._forward_calls += 1
-        # Activation modules follow the activation schedule for their signal too: the signal
-        # at their output is close to the one at the parametrised layer next to them.
-        acts_on = self._now.acts_on
-        want_signal = acts_on if self._is_activation[index] else self._now.signal_on
-        if not (want_signal or acts_on):
-            return
-        if isinstance(output, Tensor):
-            if want_signal and output.requires_grad:
-                self._hook_gradient(index, output)
-            if acts_on and output.is_floating_point():
-                self._observe_activation(index, output)
-            return
-        tensors = _float_tensors(output)
-        if want_signal:
-            for tensor in tensors:
-                if tensor.requires_grad:
-                    self._hook_gradient(index, tensor)
-        if acts_on and tensors:
-            self._observe_activation(index, tensors[0])
-
-    def _observe_activation(self, index: int, output: Tensor) -> None:
-        """Activation statistics of one call, by the path :func:`_activation_path` chooses."""
-        kind = self._kinds[index]
-        path = _activation_path(output)
-        if path == "copied":
-            self._act_copies.add(index, output, kind)
-        elif path == "at once":
-            nan = self._constant((math.nan,), torch.float32, output.device).view(())
-            self._now.acts.setdefault(index, []).append(stats.device_activation_stats(output, kind, nan))
-        else:
-            scratch = self._scratch_for(output) if kind.band is not None else None
-            self._now.acts.setdefault(index, []).append(stats.host_activation_stats(output, kind, scratch))
-
-    def _scratch_for(self, output: Tensor) -> Tensor:
-        """A float32 CPU buffer shaped like ``output`` for the saturation count, kept between calls:
-        one flat buffer as large as the largest output, and a view of it per shape."""
-        view = self._scratch_views.get(output.shape)
-        if view is not None:
-            return view
-        if self._scratch is None or self._scratch.numel() < output.numel():
-            self._scratch = torch.empty(output.numel(), dtype=torch.float32)
-            self._scratch_views = {}
-        if len(self._scratch_views) >= _CACHE_SIZE:
-            self._scratch_views = {}
-        view = self._scratch_views[output.shape] = self._scratch[: output.numel()].view(output.shape)
-        return view
-
-    def _on_recurrent_forward(self, index: int, module: nn.Module, args: tuple[object, ...],
-                              kwargs: dict[str, object], output: object) -> None:  # fmt: skip
-        """Recurrent layers: the usual statistics, then the per-step signal and the gates (on the
-        ``time_every`` schedule)."""
-        self._on_forward(index, module, args, output)
-        if (
-            self._attached
-            and self._now.time_on
-            and self._time is not None
-            and torch.is_grad_enabled()
-            and not _in_functorch()
-        ):
-            self._time.on_forward(index, module, args, kwargs, output)
-
-    def _hook_gradient(self, index: int, tensor: Tensor) -> None:
-        """Have the gradient w.r.t. ``tensor`` (as it is now) reported to :meth:`_on_node_grad`.
-
-        A pre-hook on the autograd node that made the tensor sees the same gradient as a tensor
-        hook registered now (before any in-place change), at a third of the cost.
-        """
-        node = tensor.grad_fn
-        if node is None:  # a leaf (a parameter returned as is) outlives the step: hook it once
-            key = (index, id(tensor))
-            if key not in self._leaf_hooks:
-                self._leaf_hooks[key] = tensor.register_hook(functools.partial(self._on_grad, index))
-            return
-        key = (index, tensor.output_nr)
-        hook = self._node_hooks.get(key)
-        if hook is None:
-            hook = self._node_hooks[key] = functools.partial(self._on_node_grad, index, tensor.output_nr)
-        node.register_prehook(hook)
-
-    def _remove_leaf_hooks(self) -> None:
-        if not self._leaf_hooks:
-            return
-        handles, self._leaf_hooks = list(self._leaf_hooks.values()), {}
-        for handle in handles:
-            handle.remove()
-
-    def _on_node_grad(self, index: int, output_nr: int, grad_outputs: tuple[Tensor | None, ...]) -> None:
-        grad = grad_outputs[output_nr]
-        if grad is not None and self._attached and not _in_functorch():
-            self._signal.add(index, grad)
-
-    def _on_grad(self, index: int, grad: Tensor) -> None:
-        self._on_node_grad(index, 0, (grad,))
 
     def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
         if _closure_given(args, kwargs):  # forward and backward run inside step(): collect after
@@ -702,15 +419,23 @@ class Monitor:
 
     # -- mixed precision -------------------------------------------------------------------
 
+    def _forward_call(self, output: object) -> None:
+        """A hooked forward call: a step the GradScaler skipped is dropped; the first call of a
+        step notes its precision and the scaler's round."""
+        if self._scaler is not None and self._scaler_skipped():
+            self._start_step()  # the GradScaler skipped the last step: its numbers are dropped
+        if not self._now.forward_seen:
+            self._first_forward(output)
+
     def _first_forward(self, output: object) -> None:
         """At the first forward call of a step: the low-precision dtype, the scaler's round."""
         self._now.forward_seen = True
-        tensors = _float_tensors(output)
+        tensors = float_tensors(output)
         self._now.low_dtype = _low_precision_dtype(tensors[0]) if tensors else None
         if self._now.low_dtype is not None:
             self._history.meta.setdefault("low_precision", str(self._now.low_dtype).removeprefix("torch."))
         if self._scaler is not None:
-            self._now.scaler_round = amp.scaler_round(self._scaler)
+            self._now.scaler_round = self._collect.scaler.round()
 
     def _scaler_skipped(self) -> bool:
         """Whether ``scaler.update()`` ran since this step's first forward without an optimizer step.
@@ -720,35 +445,18 @@ class Monitor:
         """
         if not self._now.forward_seen or self._optimizer_ref is None:
             return False
-        if amp.scaler_round(self._scaler) is self._now.scaler_round:
+        if self._collect.scaler.round() is self._now.scaler_round:
             return False
         skipped = int(self._history.meta.get("scaler_skipped_steps", 0)) + 1
         self._history.meta["scaler_skipped_steps"] = skipped
         return True
 
-    def _grad_scale(self) -> Tensor | None:
-        """The GradScaler's scale in effect for this step (a device tensor), or None."""
-        return amp.loss_scale(self._scaler)
-
-    def _weight_grads_scaled(self) -> bool:
-        """Whether ``.grad`` still holds scaled gradients (``scaler.unscale_`` has not run)."""
-        optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
-        return amp.grads_still_scaled(self._scaler, optimizer)
-
-    def _unscaled(self, squared: Tensor, scaled: bool = True) -> Tensor:
-        """Squared norms divided by the square of the loss scale (when ``scaled``)."""
-        scale = self._grad_scale()
-        if scale is None or not scaled:
-            return squared
-        return squared / scale.to(squared.device, torch.float64).square()
-
     # -- step bookkeeping ------------------------------------------------------------------
 
     def _start_step(self) -> None:
         """Open step ``self._step``: a fresh state, the buffers emptied, the probes placed (or removed)."""
-        self._remove_leaf_hooks()
-        self._signal.clear()
-        self._act_copies.clear()
+        self._probes.remove_leaf_hooks()
+        self._collect.clear()
         if self._time is not None:
             self._time.reset()
         self._now = self._open_state()
@@ -766,21 +474,21 @@ class Monitor:
         if self._now.signal_on and not self._now.forward_seen:
             self._refuse_unseen_forward()
         if self._now.signal_on:
-            self._put_gradients(record)
+            self._collect.put_gradients(record)
         else:  # unrecorded: one fused norm call, kept on the device, catches a non-finite gradient
-            self._guard.check(self._step, [p.grad for p in self._params])
+            self._guard.check(self._step, [p.grad for p in self._collect.params])
         if self._now.acts_on and self._now.low_dtype is not None:
-            self._put_underflow(record)
-        self._put_activations(record)
+            self._collect.put_underflow(record, self._now.low_dtype)
+        self._collect.put_activations(record, self._now)
         if self._time is not None and self._now.time_on:
-            for metric, (values, observed) in self._time.collect(self._unscaled).items():
+            for metric, (values, observed) in self._time.collect(self._collect.scaler.unscaled).items():
                 record.put(metric, values, observed)
         if snapshot:
             self._take_snapshot()
 
     def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
-            self._snapshot = self._weights.take(self._params)
+            self._collect.take_snapshot()
 
     def _refuse_unseen_forward(self) -> None:
         """Gradients without a forward pass through the hooks: compiled code ran instead (or a
@@ -792,7 +500,7 @@ class Monitor:
                 "(net = FunctionModel(fn, params); loss = loss_fn(net(x), y)), not the function, so "
                 "gradmedic sees the forward pass"
             )
-        if any(p.grad is not None for p in self._params):
+        if any(p.grad is not None for p in self._collect.params):
             raise UnsupportedError(
                 "gradients arrived but no forward pass went through the watched modules: a model "
                 "compiled with torch.compile before watch() runs code gradmedic cannot see, and its "
@@ -805,18 +513,27 @@ class Monitor:
         self._put_update_ratio(record)
         loss = loss if loss is not None else self._now.pending_loss
         if loss is not None and self._now.signal_on:
-            record.put("loss", _as_row(loss), _ONE)
+            record.put("loss", as_row(loss), ONE)
         if record.values:
             self._pending.append(record)
         self._last_closed = record
         if self._optimizer_ref is None and self._update_schedule(self._step):
-            self._snapshot = self._weights.take(self._params)
+            self._collect.take_snapshot()
         self._step += 1
         self._start_step()
         if self._reducer is not None:
             self._exchange()
         elif len(self._pending) >= self._flush_every:
             self.flush()
+
+    def _put_update_ratio(self, record: StepRecord) -> None:
+        """The update ratio across the update just made (without an optimizer: made since the last step)."""
+        ratio = self._collect.update_ratio()
+        if ratio is None:
+            return
+        if self._optimizer_ref is None:  # the update measured now was made from the last step
+            record = self._pending_record_of_last_step()
+        record.put("update_ratio", *ratio)
 
     def _exchange(self) -> None:
         """Distributed: send a complete window to the other ranks; write what has come back."""
@@ -835,9 +552,9 @@ class Monitor:
         """With an optimizer: the loss belongs to the open step, or to the one just closed."""
         last = self._last_closed
         if self._now.forward_seen or last is None:
-            self._now.pending_loss = _as_row(loss)
+            self._now.pending_loss = as_row(loss)
         elif "loss" not in last.values and self._signal_schedule(last.step):
-            last.put("loss", _as_row(loss), _ONE)
+            last.put("loss", as_row(loss), ONE)
             if not self._is_pending(last):  # already flushed: the loss goes on its own
                 loss_only = StepRecord(last.step)
                 loss_only.put("loss", last.values["loss"], last.observed["loss"])
@@ -854,192 +571,6 @@ class Monitor:
         record = StepRecord(self._step - 1)
         self._pending.append(record)
         return record
-
-    # -- statistics of one step ------------------------------------------------------------
-
-    def _put_gradients(self, record: StepRecord) -> None:
-        """The backprop signal and the weight-gradient norms, from one fused norm call for both."""
-        grads = [p.grad for p in self._params]
-        with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
-        present = grads if len(with_grad) == len(grads) else [grads[i] for i in with_grad]
-        taken = self._signal.take(extra=present)  # type: ignore[arg-type]
-        n = len(self.layers)
-        if taken.norms is None:  # no gradient anywhere: a signal row that observes no layer
-            zeros = torch.zeros(n, dtype=torch.float64)
-            record.put("signal_norm", zeros, self._layer_mask(()))
-            record.put("signal_rms", zeros, self._layer_mask(()))
-            return
-        squares = self._unscaled_squares(taken.norms.square(), len(taken.layers))
-        bins = (*taken.layers, *(n + self._param_layer[i] for i in with_grad))  # signal, then weights
-        sums = stats.grouped_sums(squares, self._constant(bins, torch.long, squares.device), 2 * n)
-        self._put_signal(record, taken, sums[:n])
-        if with_grad:
-            self._put_weight_grads(record, taken, squares, sums[n:], with_grad)
-
-    def _put_signal(self, record: StepRecord, taken: Taken, sums: Tensor) -> None:
-        """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
-        numel = [0] * len(self.layers)
-        for layer, count in zip(taken.layers, taken.numels):
-            numel[layer] += count
-        counts = self._constant(tuple(max(c, 1) for c in numel), torch.float64, sums.device)
-        observed = self._layer_mask(tuple(i for i, c in enumerate(numel) if c > 0))
-        record.put("signal_norm", sums.sqrt(), observed)
-        record.put("signal_rms", sums.div_(counts).sqrt_(), observed)
-
-    def _put_weight_grads(
-        self, record: StepRecord, taken: Taken, squares: Tensor, sums: Tensor, with_grad: tuple[int, ...]
-    ) -> None:
-        """Per parameter and per layer (``sums``), the weight-gradient norm."""
-        signals = len(taken.layers)
-        assert taken.norms is not None
-        per_param = squares[signals:].sqrt() if self._scaler is not None else taken.norms[signals:]
-        if len(with_grad) < len(self._params):  # zeros where there is no gradient (masked out)
-            where = self._constant(with_grad, torch.long, per_param.device)
-            per_param = per_param.new_zeros(len(self._params)).index_copy_(0, where, per_param)
-        observed_params, observed_layers = self._grad_masks(with_grad)
-        record.put("param_grad_norm", per_param, observed_params)
-        record.put("weight_grad_norm", sums.sqrt(), observed_layers)
-
-    def _unscaled_squares(self, squares: Tensor, signals: int) -> Tensor:
-        """``squares`` (the signal's first ``signals``, then the weight gradients') divided by the
-        square of the GradScaler's scale where the gradients are still scaled."""
-        if self._scaler is None:
-            return squares
-        squares[:signals] = self._unscaled(squares[:signals])  # the backward pass ran on the scaled loss
-        squares[signals:] = self._unscaled(squares[signals:], self._weight_grads_scaled())
-        return squares
-
-    def _put_underflow(self, record: StepRecord) -> None:
-        """Per layer, the fraction of non-zero weight-gradient values below the low dtype's smallest normal.
-
-        Measured on the values as the backward pass made them (scaled by the GradScaler's
-        scale), so a gradient already unscaled is compared with ``tiny / scale``.
-        """
-        assert self._now.low_dtype is not None
-        params = self._params
-        with_grad = [i for i, p in enumerate(params) if p.grad is not None and p.grad.is_floating_point()]
-        if not with_grad:
-            return
-        grads = [self._params[i].grad for i in with_grad]
-        tiny: Tensor | float = torch.finfo(self._now.low_dtype).tiny
-        scale = self._grad_scale()
-        if scale is not None and not self._weight_grads_scaled():
-            tiny = torch.finfo(self._now.low_dtype).tiny / scale.to(grads[0].device, torch.float32)  # type: ignore[union-attr]
-        under, nonzero = stats.underflow_counts(grads, tiny)  # type: ignore[arg-type]
-        groups = self._constant(tuple(self._param_layer[i] for i in with_grad), torch.long, under.device)
-        n = len(self.layers)
-        under, nonzero = stats.grouped_sums(under, groups, n), stats.grouped_sums(nonzero, groups, n)
-        fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
-        observed = np.zeros(n, dtype=bool)
-        observed[[self._param_layer[i] for i in with_grad]] = True
-        record.put("grad_underflow", fraction, observed)
-
-    def _put_activations(self, record: StepRecord) -> None:
-        """Per layer, the mean of its calls' activation statistics (NaN rows for the others)."""
-        for index, row in self._act_copies.take():
-            self._now.acts.setdefault(index, []).append(row)
-        acts, self._now.acts = self._now.acts, {}
-        if not acts:
-            return
-        rows = {index: _mean_row(calls) for index, calls in acts.items()}
-        width = len(stats.ACTIVATION_FIELDS)
-        devices = [row.device for row in rows.values() if isinstance(row, Tensor)]
-        if not devices:  # CPU: one tensor for the whole step, from host floats
-            nan_row = [math.nan] * width
-            block = torch.tensor([rows.get(i, nan_row) for i in range(len(self.layers))], dtype=torch.float32)
-        else:  # on the device of the first such layer (a model spread over devices is gathered there)
-            device = devices[0]
-            nan = self._constant((math.nan,) * width, torch.float32, device)
-            tensors = [_on_device(rows[i], device) if i in rows else nan for i in range(len(self.layers))]
-            block = torch.stack(tensors)
-        observed = self._layer_mask(tuple(sorted(acts)))
-        for column, metric in enumerate(stats.ACTIVATION_FIELDS):
-            record.put(metric, block[:, column], observed)
-
-    def _put_update_ratio(self, record: StepRecord) -> None:
-        """Per layer, ``||w_after - w_before|| / ||w_before||`` across the update just made."""
-        if not self._snapshot:
-            return
-        self._snapshot = False
-        trainable, before = self._weights.indices, self._weights.buffers
-        if not trainable:  # nothing to measure (a model whose op layers were never called)
-            return
-        after = [self._params[i].detach() for i in trainable]
-        weight_sq = stats.squared_norms(before)
-        torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
-        delta_sq = stats.squared_norms(before)
-        groups = self._constant(tuple(self._param_layer[i] for i in trainable), torch.long, delta_sq.device)
-        n = len(self.layers)
-        weight_sq = stats.grouped_sums(weight_sq, groups, n)
-        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt_()
-        ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
-        observed = self._layer_mask(tuple(sorted({self._param_layer[i] for i in trainable})))
-        if self._optimizer_ref is None:  # the update measured now was made from the last step
-            record = self._pending_record_of_last_step()
-        record.put("update_ratio", ratio, observed)
-
-    def _constant(self, values: tuple[Any, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-        """A small constant tensor on ``device``, made once and copied there without a host sync."""
-        key = (values, dtype, device)
-        cached = self._constants.get(key)
-        if cached is None:
-            if len(self._constants) >= _CACHE_SIZE:  # e.g. output sizes that change every step
-                self._constants.clear()
-            cached = self._constants[key] = _to_device(torch.tensor(values, dtype=dtype), device)
-        return cached
-
-    def _layer_mask(self, columns: tuple[int, ...]) -> np.ndarray:
-        """A read-only mask over the layers, True at ``columns``, shared by the steps that have the same."""
-        return self._mask(len(self.layers), columns)
-
-    def _grad_masks(self, with_grad: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Masks of the parameters with a gradient and of the layers they belong to."""
-        masks = self._masks.get(("grads", with_grad))
-        if masks is None:
-            layers = tuple(sorted({self._param_layer[i] for i in with_grad}))
-            masks = (self._mask(len(self._params), with_grad), self._layer_mask(layers))
-            self._masks[("grads", with_grad)] = masks
-        return masks
-
-    def _mask(self, width: int, columns: tuple[int, ...]) -> np.ndarray:
-        key = (width, columns)
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) >= _CACHE_SIZE:
-                self._masks.clear()
-            mask = np.zeros(width, dtype=bool)
-            mask[list(columns)] = True
-            mask.flags.writeable = False
-            self._masks[key] = mask
-        return mask
-
-
-class _WeightCopy:
-    """A copy of the trainable weights before an update, in buffers reused from one copy to the next.
-
-    ``take`` copies with one ``torch._foreach_copy_`` (no allocation once the buffers exist);
-    the update ratio then turns the copy into the update in place with ``torch._foreach_sub_``.
-    """
-
-    def __init__(self) -> None:
-        self.indices: list[int] = []
-        self.buffers: list[Tensor] = []
-
-    def take(self, params: list[Tensor]) -> bool:
-        """Copy the parameters that require a gradient; return True."""
-        indices = [i for i, p in enumerate(params) if p.requires_grad]
-        sources = [params[i].detach() for i in indices]
-        if indices != self.indices or not _same_layout(self.buffers, sources):
-            self.indices, self.buffers = indices, [torch.empty_like(t) for t in sources]
-        if sources:
-            torch._foreach_copy_(self.buffers, sources)
-        return True
-
-
-def _same_layout(buffers: list[Tensor], sources: list[Tensor]) -> bool:
-    return len(buffers) == len(sources) and all(
-        b.shape == s.shape and b.dtype == s.dtype and b.device == s.device for b, s in zip(buffers, sources)
-    )
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -1092,15 +623,6 @@ def _param_layer_index(params: list[str], layers: list[LayerInfo]) -> list[int]:
     return [owner[name] for name in params]
 
 
-def _in_functorch() -> bool:
-    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``...) is running: its
-    tensors are wrapped, and per-sample computations are not the training step gradmedic records."""
-    return _peek_functorch() is not None
-
-
-_peek_functorch = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
-
-
 def _closure_given(args: object, kwargs: object) -> bool:
     """Whether ``optimizer.step`` was called with a closure (Lightning, LBFGS).
 
@@ -1120,56 +642,6 @@ def _low_precision_dtype(output: Tensor) -> torch.dtype | None:
     except (TypeError, AttributeError):  # torch < 2.4: no per-device autocast queries
         pass
     return output.dtype if output.dtype in (torch.float16, torch.bfloat16) else None
-
-
-#: How many small constants (index tensors, masks) a monitor keeps before it starts over.
-_CACHE_SIZE = 256
-
-#: The observed mask of a one-column metric (the loss).
-_ONE = np.ones(1, dtype=bool)
-_ONE.flags.writeable = False
-
-
-def _activation_path(output: Tensor) -> str:
-    """How an output's activation statistics are taken: ``"host"`` on CPU (summed in host
-    memory); on an accelerator, ``"copied"`` for an output below
-    :data:`~gradmedic._activation_buffer.COPY_BELOW_BYTES` (measured with the copies of its kind
-    after the backward pass: launches saved), else ``"at once"`` (five kernels in the hook: a large
-    output is read fewer times than a copy and a stack would read it)."""
-    if output.is_cpu:
-        return "host"
-    return "copied" if output.numel() * output.element_size() < COPY_BELOW_BYTES else "at once"
-
-
-def _mean_row(calls: list[Tensor | list[float]]) -> Tensor | list[float]:
-    """The mean of the activation statistics of a layer's calls in one step (all on one device)."""
-    if len(calls) == 1:
-        return calls[0]
-    tensors = [call for call in calls if isinstance(call, Tensor)]
-    if tensors:
-        return torch.stack(tensors).mean(dim=0)
-    return [sum(column) / len(calls) for column in zip(*calls)]
-
-
-def _on_device(row: Tensor | list[float], device: torch.device) -> Tensor:
-    if isinstance(row, Tensor):
-        return row.to(device, non_blocking=True)
-    return _to_device(torch.tensor(row, dtype=torch.float32), device)
-
-
-def _to_device(host: Tensor, device: torch.device) -> Tensor:
-    """``host`` (a new CPU tensor) on ``device``; to CUDA through pinned memory, without a host sync."""
-    if device.type == "cpu":
-        return host
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
-
-
-def _as_row(value: Tensor | float) -> Tensor:
-    if isinstance(value, Tensor):
-        return value.detach().reshape(-1)[:1].float()
-    return torch.tensor([float(value)])
 
 
 __all__ = ["Monitor", "watch"]

@@ -47,21 +47,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, UnsupportedError
+from ..metrics import METRICS
 
-#: How each metric is combined over ranks: ``"rms"`` (root-mean-square) or ``"mean"``.
-REDUCTIONS: dict[str, str] = {
-    "loss": "mean",
-    "signal_norm": "rms",
-    "signal_rms": "rms",
-    "weight_grad_norm": "rms",
-    "param_grad_norm": "rms",
-    "update_ratio": "rms",
-    "act_mean": "mean",
-    "act_std": "rms",
-    "act_saturated": "mean",
-    "act_dead": "mean",
-    "grad_underflow": "mean",
-}
+#: How each metric is combined over ranks: ``"rms"`` (root-mean-square) or ``"mean"`` (read from
+#: :data:`gradmedic.metrics.METRICS`, in its order: the order of the packed buffer on every rank).
+REDUCTIONS: dict[str, str] = {name: m.reduction for name, m in METRICS.items() if m.reduction is not None}
 
 #: Class names that mark a sharded model (FSDP1, FSDP2's ``fully_shard``) or sharded parameters.
 SHARDED_CLASSES = frozenset({"FullyShardedDataParallel", "FSDPModule"})

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..history import BACKWARD_METRICS, FORWARD_METRICS, TIME_METRICS, History, NonFiniteEvent
+from ..metrics import METRICS
 
 
 @dataclass
@@ -97,9 +98,8 @@ def _to_host(values: Tensor, device: torch.device) -> np.ndarray:
     return values.cpu().numpy()
 
 
-#: Metrics whose non-finite values are reported. Saturated/dead fractions are NaN where they do
-#: not apply, and an update ratio is NaN for all-zero weights: neither is an overflow.
-_FINITE_CHECKED = ("act_mean", "act_std", *BACKWARD_METRICS, "param_grad_norm", "loss")
+#: Metrics whose non-finite values are reported (see :mod:`gradmedic.metrics`).
+_FINITE_CHECKED = frozenset(name for name, metric in METRICS.items() if metric.finite_checked)
 
 
 def _find_non_finite(
