@@ -43,7 +43,7 @@ from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from ..op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
 from ..schedules import Schedule
-from . import amp
+from . import amp, compiled
 from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
@@ -126,11 +126,7 @@ class Monitor:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
         require_module(model)
-        if type(model).__name__ == "OptimizedModule":
-            raise UnsupportedError(
-                "gradmedic cannot watch a torch.compile'd module: watch the original model "
-                "(gradmedic.watch(model)) and compile it afterwards"
-            )
+        model = _uncompiled(model)
         refuse_sharded(model)
         _refuse_meta(model)
         opts = Options.parse(options)
@@ -234,6 +230,7 @@ class Monitor:
             self._start_step()
         except BaseException:
             self._attached = False
+            compiled.release(self)
             self._remove_hooks()
             self._activation_modules = []
             raise
@@ -263,6 +260,7 @@ class Monitor:
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
+        compiled.release(self)
         self._remove_hooks()
         self._remove_leaf_hooks()
         self._exit_probe()
@@ -438,9 +436,11 @@ class Monitor:
         made once, in :meth:`_register`), paid on the recorded steps only.
         """
         if not self._now.recorded:
+            compiled.release(self)
             self._probes.remove()
             self._activation_hooks.remove()
             return
+        compiled.hold(self)  # compiled code runs eagerly, through the hooks, until collected
         if not len(self._probes):
             for install in self._installers:
                 self._probes.add(install())
@@ -579,7 +579,8 @@ class Monitor:
         if _is_compiling():
             raise UnsupportedError(
                 "gradmedic cannot observe a model inside torch.compile: its hooks would run once, "
-                "at tracing time, and report stale numbers. Watch the uncompiled model, or run "
+                "at tracing time, and report stale numbers (torch >= 2.6 runs the recorded steps "
+                "eagerly: see gradmedic.monitor.compiled). Watch the uncompiled model, or run "
                 "gradmedic.checkup on it before compiling"
             )
         if self._scaler is not None and self._scaler_skipped():
@@ -774,6 +775,7 @@ class Monitor:
                 record.put(metric, values, observed)
         if snapshot:
             self._take_snapshot()
+        compiled.release(self)  # the optimizer's step and the next steps run compiled code again
 
     def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
@@ -791,10 +793,11 @@ class Monitor:
             )
         if any(p.grad is not None for p in self._params):
             raise UnsupportedError(
-                "gradients arrived but no forward pass went through the watched modules: a model "
-                "compiled with torch.compile before watch() runs code gradmedic cannot see, and its "
-                "numbers would be missing. Call gradmedic.watch(model) before torch.compile(model), "
-                "or train the uncompiled model"
+                "gradients arrived but no forward pass went through the watched modules: compiled "
+                "code ran that gradmedic cannot see (torch < 2.6 has no torch.compiler.set_stance to "
+                "run the recorded steps eagerly, or the compiled code was called from inside another "
+                "compiled region), and its numbers would be missing. Train the uncompiled model, or "
+                "upgrade torch"
             )
 
     def _close_step(self, loss: Tensor | float | None) -> None:
@@ -1056,6 +1059,13 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **op
         >>> monitor.detach()
     """
     return Monitor(model, optimizer, **options).attach()
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile(module)`` wraps (its ``OptimizedModule``), else ``model``:
+    hooks go on the original module, which the compiled one calls (see :mod:`.compiled`)."""
+    original = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+    return original if isinstance(original, nn.Module) else model
 
 
 def _refuse_meta(model: nn.Module) -> None:
