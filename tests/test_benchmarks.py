@@ -37,3 +37,18 @@ def test_through_time_benchmark_checks_its_two_methods_agree_and_prints_three_ti
     )
     assert done.returncode == 0, done.stderr
     assert len(re.findall(r"\d+\.\d+ ms", done.stdout)) == 3, done.stdout
+
+
+def test_compile_quick_run_counts_graphs_and_checks_losses(tmp_path: Path) -> None:
+    out = tmp_path / "compile.json"
+    script = SCRIPT.parent / "compile.py"
+    command = [sys.executable, str(script), "--quick", "--workloads", "mlp", "--orders", "watch+compile"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("| mlp | watch+compile |") for line in done.stdout.splitlines()), done.stdout
+    row = json.loads(out.read_text(encoding="utf-8"))["results"]["mlp"]["watch+compile"]
+    assert row["graphs compiled"] == row["baseline graphs compiled"] == 1
+    assert row["graph breaks"] == 0 and row["recompilations"] == 0
+    assert row["same losses"] and row["same weights"] and row["recorded steps"] > 0

@@ -466,7 +466,7 @@ def test_errors_are_one_family():
         assert issubclass(error, gradmedic.GradmedicError)
 
 
-# -- 6. torch.compile --------------------------------------------------------------------------
+# -- 6. torch.compile (more in test_compile.py) ------------------------------------------------
 
 _COMPILE_BACKEND = "aot_eager"  # dynamo decides what happens to hooks; inductor takes ~30 s here
 
@@ -552,16 +552,6 @@ def test_compile_before_watch_gives_the_eager_numbers_or_refuses():
         np.testing.assert_allclose(actual[seen], wanted[seen], rtol=1e-4)
     # ... but the backprop signal must not go missing silently
     assert np.isfinite(history.array("signal_norm")[1]).all()
-
-
-def test_watching_a_compiled_module_is_refused_with_advice():
-    _dynamo_or_skip()
-    case = mlp(depth=2, width=4, batch=4)
-    compiled = torch.compile(case.model, backend=_COMPILE_BACKEND)
-    with pytest.raises(UnsupportedError) as info:
-        gradmedic.watch(compiled)
-    assert "watch the original model" in str(info.value)
-    assert count_module_hooks(case.model) == 0
 
 
 # -- 7. non-finite values ----------------------------------------------------------------------

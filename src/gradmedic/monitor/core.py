@@ -37,7 +37,7 @@ from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from ..op_layers import Discovery, FunctionModel, candidate_leaves, extra_leaves
 from ..schedules import Schedule
-from . import amp
+from . import amp, compiled
 from .collect import ONE, Collector, as_row
 from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
@@ -109,11 +109,7 @@ class Monitor:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
         require_module(model)
-        if type(model).__name__ == "OptimizedModule":
-            raise UnsupportedError(
-                "gradmedic cannot watch a torch.compile'd module: watch the original model "
-                "(gradmedic.watch(model)) and compile it afterwards"
-            )
+        model = _uncompiled(model)
         refuse_sharded(model)
         _refuse_meta(model)
         opts = Options.parse(options)
@@ -194,6 +190,7 @@ class Monitor:
             self._start_step()
         except BaseException:
             self._attached = False
+            compiled.release(self)
             self._remove_hooks()
             raise
         return self
@@ -219,6 +216,7 @@ class Monitor:
 
     def detach(self) -> None:
         """Remove every hook, flush pending values and drop every reference to the model."""
+        compiled.release(self)
         try:
             self._hooks.remove()
         finally:
@@ -350,7 +348,15 @@ class Monitor:
         self._collect.bind([*model.parameters(), *leaves], param_layer, kinds)
 
     def _place_probes(self) -> None:
-        """Hook the model for a recorded step; leave it without any gradmedic hook otherwise."""
+        """Hook the model for a recorded step; leave it without any gradmedic hook otherwise.
+
+        While a recorded step is open, compiled code runs eagerly, through the hooks (see
+        :mod:`.compiled`); an unrecorded step runs the compiled graph untouched.
+        """
+        if self._now.recorded:
+            compiled.hold(self)  # until the step's backward is collected
+        else:
+            compiled.release(self)
         self._probes.place(self._now.recorded, self._now.acts_on)
 
     def _hook_optimizer(self) -> None:
@@ -485,6 +491,7 @@ class Monitor:
                 record.put(metric, values, observed)
         if snapshot:
             self._take_snapshot()
+        compiled.release(self)  # the optimizer's step and the next steps run compiled code again
 
     def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
@@ -502,10 +509,11 @@ class Monitor:
             )
         if any(p.grad is not None for p in self._collect.params):
             raise UnsupportedError(
-                "gradients arrived but no forward pass went through the watched modules: a model "
-                "compiled with torch.compile before watch() runs code gradmedic cannot see, and its "
-                "numbers would be missing. Call gradmedic.watch(model) before torch.compile(model), "
-                "or train the uncompiled model"
+                "gradients arrived but no forward pass went through the watched modules: compiled "
+                "code ran that gradmedic cannot see (torch < 2.6 has no torch.compiler.set_stance to "
+                "run the recorded steps eagerly, or the compiled code was called from inside another "
+                "compiled region), and its numbers would be missing. Train the uncompiled model, or "
+                "upgrade torch"
             )
 
     def _close_step(self, loss: Tensor | float | None) -> None:
@@ -590,6 +598,13 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **op
         >>> monitor.detach()
     """
     return Monitor(model, optimizer, **options).attach()
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile(module)`` wraps (its ``OptimizedModule``), else ``model``:
+    hooks go on the original module, which the compiled one calls (see :mod:`.compiled`)."""
+    original = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+    return original if isinstance(original, nn.Module) else model
 
 
 def _refuse_meta(model: nn.Module) -> None:

@@ -220,7 +220,8 @@ class Probes:
         if _is_compiling():
             raise UnsupportedError(
                 "gradmedic cannot observe a model inside torch.compile: its hooks would run once, "
-                "at tracing time, and report stale numbers. Watch the uncompiled model, or run "
+                "at tracing time, and report stale numbers (torch >= 2.6 runs the recorded steps "
+                "eagerly: see gradmedic.monitor.compiled). Watch the uncompiled model, or run "
                 "gradmedic.checkup on it before compiling"
             )
         monitor._forward_call(output)
