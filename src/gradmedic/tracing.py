@@ -47,10 +47,13 @@ from .op_layers import candidate_leaves, leaf_of, op_type, operands
 ACTIVATIONS: dict[str, nn.Module] = {
     "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh(), "hardtanh": nn.Hardtanh(), "relu6": nn.ReLU6(),
     "softsign": nn.Softsign(), "hardsigmoid": nn.Hardsigmoid(), "relu": nn.ReLU(),
-    "leaky_relu": nn.LeakyReLU(), "prelu": nn.PReLU(), "rrelu": nn.LeakyReLU(), "elu": nn.ELU(),
+    "leaky_relu": nn.LeakyReLU(), "prelu": nn.PReLU(), "rrelu": nn.RReLU(), "elu": nn.ELU(),
     "selu": nn.SELU(), "celu": nn.CELU(), "gelu": nn.GELU(), "silu": nn.SiLU(), "mish": nn.Mish(),
     "softplus": nn.Softplus(), "hardswish": nn.Hardswish(), "logsigmoid": nn.LogSigmoid(),
 }  # fmt: skip
+
+#: Function names that are another spelling of an activation above (``F.logsigmoid`` runs ``log_sigmoid``).
+ALIASES: dict[str, str] = {"log_sigmoid": "logsigmoid"}
 
 
 @dataclass
@@ -65,7 +68,23 @@ class FollowingActivation:
 def activation_name(func: Callable[..., Any]) -> str | None:
     """Canonical activation name of a torch function, or None (``relu_`` -> ``relu``)."""
     name = getattr(func, "__name__", "").rstrip("_")
+    name = ALIASES.get(name, name)
     return name if name in ACTIVATIONS else None
+
+
+def called_activation(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """:func:`activation_name` of a call, telling ReLU6 apart: ``nn.ReLU6`` runs ``hardtanh(x, 0, 6)``.
+
+    Example:
+        >>> called_activation(torch.nn.functional.hardtanh, (torch.zeros(1), 0.0, 6.0), {})
+        'relu6'
+    """
+    name = activation_name(func)
+    if name == "hardtanh":
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return "relu6" if (low, high) == (0.0, 6.0) else name
+    return name
 
 
 class ActivationTracer(TorchFunctionMode):
@@ -118,7 +137,7 @@ class ActivationTracer(TorchFunctionMode):
             if weight is not None:  # an op layer starts (and ends): the next activation is its
                 self._open = weight
                 return result
-        name = activation_name(func)
+        name = called_activation(func, args, kwargs or {})
         if name is not None and self._open is not None and isinstance(result, Tensor):
             if self._open not in self.after:
                 self.after[self._open] = describe(name, result)
