@@ -60,6 +60,21 @@ def activation_name(func: Callable[..., Any]) -> str | None:
     return found.name if found is not None else None
 
 
+def called_activation(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """:func:`activation_name` of a call, telling ReLU6 apart: ``nn.ReLU6`` runs ``hardtanh(x, 0, 6)``.
+
+    Example:
+        >>> called_activation(torch.nn.functional.hardtanh, (torch.zeros(1), 0.0, 6.0), {})
+        'relu6'
+    """
+    name = activation_name(func)
+    if name == "hardtanh":
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return "relu6" if (low, high) == (0.0, 6.0) else name
+    return name
+
+
 class ActivationTracer(TorchFunctionMode):
     """Records, during forward passes, the activation that follows each parametrised layer."""
 
@@ -110,7 +125,7 @@ class ActivationTracer(TorchFunctionMode):
             if weight is not None:  # an op layer starts (and ends): the next activation is its
                 self._open = weight
                 return result
-        name = activation_name(func)
+        name = called_activation(func, args, kwargs or {})
         if name is not None and self._open is not None and isinstance(result, Tensor):
             if self._open not in self.after:
                 self.after[self._open] = describe(name, result)

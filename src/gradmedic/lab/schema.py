@@ -200,6 +200,9 @@ class CellResult:
             fields[name] = math.nan if fields.get(name) is None else float(fields[name])
         for name in ("signal", "curve_loss", "curve_metric"):
             fields[name] = [math.nan if v is None else float(v) for v in fields.get(name) or []]
+        fields["by_lr"] = {
+            lr: math.nan if v is None else float(v) for lr, v in (fields.get("by_lr") or {}).items()
+        }
         if fields.get("time_signal") is not None:
             fields["time_signal"] = [math.nan if v is None else float(v) for v in fields["time_signal"]]
         return cls(**fields)
