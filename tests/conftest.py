@@ -7,9 +7,15 @@ only seed the random number generators and give each test a clean place to write
 from __future__ import annotations
 
 import gc
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The tests mirror the package (tests/monitor/ for gradmedic/monitor/, ...) and are imported by path
+# (--import-mode=importlib); their shared helpers (models.py, sick_models.py, browser.py ...) live here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Vanishing signals make denormal floats, which slow CPU kernels down many times; flush them to
 # zero once for the whole session (the monitored and the plain runs see the same setting).

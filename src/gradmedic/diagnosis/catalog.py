@@ -12,7 +12,7 @@ from __future__ import annotations
 from .findings import Family, Remedy
 
 #: Remedy families that ``gradmedic.treat`` applies by itself: the diagnosis declares them here,
-#: and ``tests/test_treat.py`` checks they are the families ``treat`` can apply.
+#: and ``tests/remedies/test_treat.py`` checks they are the families ``treat`` can apply.
 AUTOMATIC_FAMILIES = frozenset({"init", "activation", "normalization", "residual", "recurrent", "clipping"})
 
 

@@ -18,7 +18,7 @@ model). With the default schedule (every step for the first 50, then every 20th)
 eager steps, then one in 20. Under a backend that computes differently from eager (inductor's
 fused kernels round differently in the last bits), the recorded steps' updates can differ in
 the last bits from a run without gradmedic; under ``aot_eager`` (or ``eager``) they are
-bit-identical (``tests/test_compile.py``).
+bit-identical (``tests/monitor/test_compiled.py``).
 
 Several monitors share one stance: it is set when the first asks for it and given back when
 the last lets go. Without ``torch.compiler.set_stance`` (torch < 2.6) nothing is set, and a

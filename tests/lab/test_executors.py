@@ -1,6 +1,6 @@
 """Unit tests of :mod:`gradmedic.lab.executors` in this process: error results, the inline
 executor, and the messages when a backend is missing. (The process pool and Ray, with workers that
-crash or are interrupted, are exercised end to end in ``tests/test_lab_runner.py``.)"""
+crash or are interrupted, are exercised end to end in ``tests/lab/test_runner.py``.)"""
 
 from __future__ import annotations
 

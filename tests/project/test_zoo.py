@@ -15,7 +15,7 @@ from torch import nn
 
 import gradmedic
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import zoo  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Where you train: Lightning, Hugging Face, dashboards, several processes"
 
 #: Each subsection with a snippet, and the libraries its snippet needs.

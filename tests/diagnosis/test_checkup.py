@@ -450,8 +450,8 @@ def test_the_catalogue_covers_every_kind_the_rules_report() -> None:
         "stalled_layers",
         "loss_plateau",
         "denormal_slowdown",
-        "precision_underflow",  # needs a mixed-precision run: tests/test_integrations_precision.py
-        "vanishing_through_time",  # recurrent layers: tests/test_through_time.py
+        "precision_underflow",  # needs a mixed-precision run: tests/monitor/test_amp.py
+        "vanishing_through_time",  # recurrent layers: tests/diagnosis/test_through_time.py
         "exploding_through_time",
         "memory_horizon",
     }

@@ -24,7 +24,7 @@ from gradmedic.lab import LabInterrupted, ResultStore, executors, run_lab, schem
 from gradmedic.lab import runner as lab_runner
 from gradmedic.lab.schema import CellResult, CellSpec
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # the helpers (lab_fakes) live there
 
 
 @pytest.fixture(autouse=True)
@@ -263,7 +263,7 @@ def test_the_lab_command_runs_summarizes_and_points_to_the_report(fake_lab: Path
     ],
 )
 def test_the_lab_command_refuses_bad_arguments(argv: list[str], message: str, capsys) -> None:
-    assert main(argv) == 2  # one line on stderr (see tests/test_reliability_cli.py)
+    assert main(argv) == 2  # one line on stderr (see tests/reliability/test_cli.py)
     assert message in capsys.readouterr().err
 
 

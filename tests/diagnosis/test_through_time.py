@@ -21,7 +21,7 @@ from gradmedic.errors import ConfigError
 from gradmedic.history import History
 from gradmedic.tasks import adding_problem, copy_memory, copy_memory_loss
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "recurrent.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "recurrent.py"
 
 
 def time_layer(profile: np.ndarray, type_: str = "RNN", length: int | None = None,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
 RATIO = re.compile(r"\d+\.\d+x \[\d+\.\d+-\d+\.\d+\]")
 
 

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from browser import ARTIFACTS, CHROMIUM, Page, assert_self_contained, browse, images, screenshot
 from gradmedic.lab import figures, schema
 from gradmedic.lab.report import write_report
 from gradmedic.lab.schema import CellResult, CellSpec
@@ -29,7 +30,6 @@ from gradmedic.lab.store import ResultStore
 from gradmedic.lab.summary import STUDIES, layout, summarize, summarize_study
 from gradmedic.lab.tables import columns
 from lab_report_fakes import fake_results
-from test_html_report import ARTIFACTS, CHROMIUM, Page, assert_self_contained, browse, images, screenshot
 
 RENDER_SECONDS = 60.0  # generous: ~300 cells render in a few seconds on idle cores
 

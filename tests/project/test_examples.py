@@ -12,7 +12,7 @@ import pytest
 
 from gradmedic import History, Report
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_example(name: str, *args: str, cwd: Path) -> str:
