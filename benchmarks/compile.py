@@ -3,7 +3,7 @@
 For each workload of ``overhead.py`` (``mlp``, ``cnn``, ``lstm``, ``transformer``) and each way
 users write it, three replicas of the workload (same seed, weights and batch) train side by side,
 one step of each in turn: the model compiled without gradmedic (the baseline), the same with
-gradmedic watching it (``every=2``: even steps recorded, odd steps not), and the eager model
+gradmedic watching it (``gradients_every=2``: even steps recorded, odd steps not), and the eager model
 without gradmedic (for scale). The ways (``--orders``):
 
 - ``watch+compile``: ``gradmedic.watch(model, opt)``, then ``torch.compile(model)``;
@@ -138,7 +138,7 @@ def replicas(name: str, order: str, backend: str) -> tuple[Replica, Replica, Rep
     base, watched, eager = (WORKLOADS[name](1) for _ in range(3))
     base_backend, watched_backend = CountingBackend(backend), CountingBackend(backend)
     baseline = Replica(base, compiled_forward(base.model, order, base_backend), base_backend)
-    options = {"every": 2}
+    options = {"gradients_every": 2}
     if order == "watch+compile":
         monitor = gradmedic.watch(watched.model, watched.optimizer, **options)
         forward = compiled_forward(watched.model, order, watched_backend)
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
     }
     print(f"torch {torch.__version__}, backend {args.backend}, {args.threads} thread(s), "
-          f"{args.warmup} warm-up + {args.steps} timed steps (every=2)")  # fmt: skip
+          f"{args.warmup} warm-up + {args.steps} timed steps (gradients_every=2)")  # fmt: skip
     print(table(results))
     if args.json is not None:
         args.json.write_text(json.dumps({"environment": environment, "results": results}, indent=1))

@@ -409,7 +409,7 @@ def _gradmedic(
 
 
 #: Every statistic on every step, but the statistics through time on their default schedule.
-ALL_BUT_TIME = {**ALL_STATS, "time_every": DEFAULT_OPTIONS["time_every"]}
+ALL_BUT_TIME = {**ALL_STATS, "through_time_every": DEFAULT_OPTIONS["through_time_every"]}
 
 
 def _torchmortem(preset: str) -> Config:
@@ -426,7 +426,7 @@ def torchmortem_available() -> bool:
 
 
 #: The default before hooks went to the recorded steps only: the signal on every step.
-EVERY_STEP = {"every": 1, "activations_every": 10, "updates_every": 10}
+EVERY_STEP = {"gradients_every": 1, "activations_every": 10, "updates_every": 10}
 
 
 def build_configs(

@@ -2,7 +2,7 @@
 
 A 12-layer tanh MLP with PyTorch's default initialisation trains on scikit-learn's digits with
 SGD. The monitor records the backprop signal per layer on every step of the first 50, then on
-every 20th (the default; ``every=1`` for every step); at the end the diagnosis
+every 20th (the default; ``gradients_every=1`` for every step); at the end the diagnosis
 names what held training back and the run is saved as JSON Lines for ``gradmedic report``.
 
 Run::

@@ -38,7 +38,7 @@ def recorded_run() -> History:
     torch.manual_seed(0)
     model = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(16, 16), nn.Sigmoid())], nn.Linear(16, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    with gradmedic.watch(model, opt, every=1, activations_every=1, updates_every=1) as monitor:
+    with gradmedic.watch(model, opt, gradients_every=1, activations_every=1, updates_every=1) as monitor:
         for _ in range(12):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(torch.randn(32, 16)), torch.randint(0, 4, (32,)))

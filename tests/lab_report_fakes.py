@@ -1,4 +1,4 @@
-"""Fake but plausible lab results for all of the seed's studies, for tests of the report.
+"""Fake but plausible lab results for all of the classic remedies' studies, for tests of the report.
 
 The grid follows the names and parameters of ``gradmedic.lab.studies`` (variants such as
 ``tanh/he``, ``mlp+batchnorm``, ``lstm/forget-bias-1``, ``sigmoid-mlp-16/before``; the layernorm

@@ -85,7 +85,7 @@ class FunctionalSigmoidNet(nn.Module):
 
 
 def simple_net() -> Patient:
-    """The seed's example: 784 -> Linear 256 -> BatchNorm1d -> ReLU -> Linear 10."""
+    """The project brief's example: 784 -> Linear 256 -> BatchNorm1d -> ReLU -> Linear 10."""
     model = nn.Sequential(nn.Linear(784, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 10))
     return Patient(model, torch.randn(BATCH, 784), classes())
 

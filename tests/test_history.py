@@ -154,7 +154,7 @@ def test_default_rows_cover_a_20000_step_run_with_every_part_present():
 def test_monitor_history_stays_bounded_with_long_flushes():
     """Regression: with flush_every > max_rows the monitor's history grew past max_rows."""
     case = mlp(depth=2, width=4, batch=4)
-    with gradmedic.watch(case.model, every=1, flush_every=32, max_rows=4) as monitor:
+    with gradmedic.watch(case.model, gradients_every=1, flush_every=32, max_rows=4) as monitor:
         for _ in range(100):
             case.model.zero_grad()
             loss = case.loss()
@@ -255,7 +255,7 @@ def test_streamed_log_loads_to_the_same_arrays_as_the_history(tmp_path):
     path = tmp_path / "log.jsonl"
     case = mlp(depth=3, width=4, batch=4)
     opt = torch.optim.SGD(case.model.parameters(), lr=0.1)
-    options = {"every": 1, "activations_every": 2, "updates_every": 3, "flush_every": 3}
+    options = {"gradients_every": 1, "activations_every": 2, "updates_every": 3, "flush_every": 3}
     with gradmedic.watch(case.model, opt, **options, log_path=path) as monitor:
         for _ in range(10):
             opt.zero_grad()

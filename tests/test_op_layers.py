@@ -293,7 +293,11 @@ def test_training_is_bit_identical_with_and_without_the_monitor(make: type[nn.Mo
         weights = list(leaves_of(model).values())
         optimizer = torch.optim.Adam(weights, lr=1e-2)
         losses = []
-        monitor = gradmedic.watch(model, every=1, activations_every=2, updates_every=2) if watched else None
+        monitor = (
+            gradmedic.watch(model, gradients_every=1, activations_every=2, updates_every=2)
+            if watched
+            else None
+        )
         for _ in range(4):
             optimizer.zero_grad()
             out = F.dropout(model(inputs_for(model)), 0.2)  # the RNG state must be left alone too

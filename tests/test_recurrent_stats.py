@@ -114,7 +114,7 @@ def gate_reference(gates: list[Tensor]) -> tuple[float, float]:
 
 def monitored(model: nn.Module, run) -> History:
     """One step of ``run()`` (forward and loss) under a monitor that records everything."""
-    with gradmedic.watch(model, time_every=1) as monitor:
+    with gradmedic.watch(model, through_time_every=1) as monitor:
         run().backward()
         monitor.step()
     return monitor.history
@@ -303,7 +303,7 @@ def test_time_statistics_follow_their_own_schedule_and_sequences_of_any_length(t
     rnn = nn.RNN(2, 4, batch_first=True)
     optimizer = torch.optim.SGD(rnn.parameters(), lr=0.01)
     lengths = [5, 3, 9, 4, 2, 7]
-    options = {"activations_every": 3, "time_every": 2, "log_path": tmp_path / "run.jsonl"}
+    options = {"activations_every": 3, "through_time_every": 2, "log_path": tmp_path / "run.jsonl"}
     with gradmedic.watch(rnn, optimizer, **options) as monitor:
         for length in lengths:
             optimizer.zero_grad()
@@ -323,7 +323,7 @@ def test_time_statistics_follow_their_own_schedule_and_sequences_of_any_length(t
 
 def test_widening_pads_earlier_rows_and_long_sequences_keep_their_last_steps():
     rnn = nn.RNN(1, 2, batch_first=True)
-    with gradmedic.watch(rnn, time_every=1) as monitor:
+    with gradmedic.watch(rnn, through_time_every=1) as monitor:
         for length in (3, 6, MAX_TIME_STEPS + 5):
             rnn(torch.randn(1, length, 1))[0][:, -1].sum().backward()
             monitor.step()
@@ -335,7 +335,7 @@ def test_widening_pads_earlier_rows_and_long_sequences_keep_their_last_steps():
 
 def test_steps_off_the_schedule_record_nothing_and_plain_models_get_no_recorder():
     rnn = nn.GRU(2, 3)
-    with gradmedic.watch(rnn, time_every=None) as monitor:
+    with gradmedic.watch(rnn, through_time_every=None) as monitor:
         rnn(torch.randn(4, 2, 2))[0].sum().backward()
         monitor.step()
     assert "time_signal" not in monitor.history.metrics and "signal_norm" in monitor.history.metrics
@@ -348,7 +348,7 @@ def test_steps_off_the_schedule_record_nothing_and_plain_models_get_no_recorder(
 def test_weights_changed_before_step_are_refused_with_advice():
     rnn = nn.RNN(2, 3)
     optimizer = torch.optim.SGD(rnn.parameters(), lr=0.1)
-    with gradmedic.watch(rnn, time_every=1) as monitor:  # the optimizer not given
+    with gradmedic.watch(rnn, through_time_every=1) as monitor:  # the optimizer not given
         rnn(torch.randn(4, 2, 2))[0].sum().backward()
         optimizer.step()
         with pytest.warns(RuntimeWarning, match="before optimizer.step"):
@@ -361,7 +361,7 @@ def test_packed_sequences_are_skipped_and_no_hook_is_left():
     packed = pack_padded_sequence(torch.randn(2, 4, 2), torch.tensor([4, 2]), batch_first=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with gradmedic.watch(lstm, time_every=1) as monitor:
+        with gradmedic.watch(lstm, through_time_every=1) as monitor:
             lstm(packed)[1][0].sum().backward()
             monitor.step()
     assert "time_signal" not in monitor.history.metrics

@@ -50,19 +50,19 @@ def test_never_selects_nothing(step):
 
 
 def test_as_schedule_turns_options_into_schedules():
-    assert as_schedule(3, "every") == Every(3)
-    assert as_schedule(1, "every") == Every(1)
-    assert as_schedule("log", "every") == LogSpaced()
-    assert isinstance(as_schedule(None, "every"), Never)
-    assert isinstance(as_schedule(False, "every"), Never)
+    assert as_schedule(3, "gradients_every") == Every(3)
+    assert as_schedule(1, "gradients_every") == Every(1)
+    assert as_schedule("log", "gradients_every") == LogSpaced()
+    assert isinstance(as_schedule(None, "gradients_every"), Never)
+    assert isinstance(as_schedule(False, "gradients_every"), Never)
 
 
 def test_as_schedule_passes_functions_through():
     def odd(step: int) -> bool:
         return step % 2 == 1
 
-    assert as_schedule(odd, "every") is odd
-    assert [s for s in range(6) if as_schedule(odd, "every")(s)] == [1, 3, 5]
+    assert as_schedule(odd, "gradients_every") is odd
+    assert [s for s in range(6) if as_schedule(odd, "gradients_every")(s)] == [1, 3, 5]
 
 
 @pytest.mark.parametrize("value", [0, -1, -10])
@@ -89,4 +89,4 @@ def test_as_schedule_rejects_what_is_not_a_schedule(value):
 def test_dense_start_records_every_early_step_then_the_multiples_of_n(n, dense, upto):
     expected = sorted(set(range(min(dense, upto))) | set(range(0, upto, n)))
     assert [s for s in range(upto) if DenseStart(n, dense)(s)] == expected
-    assert as_schedule(DenseStart(n, dense), "every") == DenseStart(n, dense)
+    assert as_schedule(DenseStart(n, dense), "gradients_every") == DenseStart(n, dense)

@@ -136,7 +136,7 @@ def no_hook_left() -> bool:
 
 def test_plain_loop_is_watched_and_reported(in_tmp: Path) -> None:
     script = write(in_tmp, "train.py", PLAIN_LOOP)
-    outcome = run_script(script, ["30"], out=in_tmp / "out", options={"every": 1}, quiet=True)
+    outcome = run_script(script, ["30"], out=in_tmp / "out", options={"gradients_every": 1}, quiet=True)
     assert outcome.status == 0
     assert sorted(p.name for p in outcome.written) == ["report.html", "report.json", "run.jsonl"]
     report = Report.from_json((in_tmp / "out" / "report.json").read_text())

@@ -111,7 +111,7 @@ def test_a_gradient_changed_in_place_is_left_out_with_a_warning_then_measured_at
     monkeypatch.setattr(_signal_buffer, "CPU_HOLD_BYTES", 1 << 20)  # hold them, as on a GPU
     case, expected = _rude_case()
     rude = [layer.name for layer in gradmedic.layers.find_layers(case.model)].index("2")
-    with gradmedic.watch(case.model, every=1, activations_every=1) as monitor:
+    with gradmedic.watch(case.model, gradients_every=1, activations_every=1) as monitor:
         for step in range(2):
             case.model.zero_grad(set_to_none=True)
             torch.manual_seed(0)

@@ -18,6 +18,7 @@ Watch a model while it trains::
 """
 
 from . import html_report  # noqa: F401 (its pages provide the HTML views of History, Report, Treatment)
+from ._deprecation import module_getattr
 from ._version import __version__
 from .diagnosis import Finding, Remedy, Report, Severity, checkup, diagnose, trial
 from .errors import ConfigError, GradmedicError, ModelError, UnsupportedError
@@ -28,14 +29,14 @@ from .remedies import (
     Treatment,
     add_normalization,
     add_residual,
-    clip_gradients,
     find_lr,
-    forget_gate_bias,
+    install_gradient_clipping,
+    make_shallower,
     reinit,
+    set_forget_gate_bias,
     swap_activations,
     swap_recurrent,
     treat,
-    truncate,
 )
 
 __all__ = [
@@ -44,14 +45,14 @@ __all__ = [
     "Treatment",
     "add_normalization",
     "add_residual",
-    "clip_gradients",
+    "install_gradient_clipping",
     "find_lr",
-    "forget_gate_bias",
+    "set_forget_gate_bias",
     "reinit",
     "swap_activations",
     "swap_recurrent",
     "treat",
-    "truncate",
+    "make_shallower",
     "Finding",
     "Remedy",
     "Report",
@@ -67,3 +68,14 @@ __all__ = [
     "__version__",
     "watch",
 ]
+
+
+# Old names, kept for one release (see gradmedic._deprecation).
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "truncate": ("make_shallower", lambda: make_shallower),
+        "forget_gate_bias": ("set_forget_gate_bias", lambda: set_forget_gate_bias),
+        "clip_gradients": ("install_gradient_clipping", lambda: install_gradient_clipping),
+    },
+)

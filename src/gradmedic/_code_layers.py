@@ -44,10 +44,11 @@ CODE_LAYERS: dict[str, str] = {
     # statistics recorded while a model runs, and the run's record
     "gradmedic._activation_buffer": "measuring",
     "gradmedic._signal_buffer": "measuring",
-    "gradmedic._time_recorder": "measuring",
+    "gradmedic._through_time_recorder": "measuring",
     "gradmedic.history": "measuring",
     "gradmedic.monitor": "measuring",
-    "gradmedic.profile": "measuring",
+    "gradmedic.layer_profiles": "measuring",
+    "gradmedic.profile": "measuring",  # deprecated name of layer_profiles
     "gradmedic.sinks": "measuring",
     "gradmedic.tracing": "measuring",
     "gradmedic.training": "measuring",
@@ -68,7 +69,8 @@ CODE_LAYERS: dict[str, str] = {
     "gradmedic.integrations": "apps",
     "gradmedic.lab": "apps",
     "gradmedic.script_runner": "apps",
-    "gradmedic.targets": "apps",
+    "gradmedic.model_spec": "apps",
+    "gradmedic.targets": "apps",  # deprecated name of model_spec
 }
 
 

@@ -52,7 +52,7 @@ def hold_bytes(device: torch.device) -> int:
     return CPU_HOLD_BYTES if device.type == "cpu" else DEVICE_HOLD_BYTES
 
 
-class Taken(NamedTuple):
+class SignalNorms(NamedTuple):
     """What :meth:`SignalBuffer.take` returns: per signal norm its layer and element count, and
     the norms (float64, on the gradients' device), the signal's first, then the extra ones'."""
 
@@ -97,7 +97,7 @@ class SignalBuffer:
         if self._bytes >= self._budget:
             self._take_held()
 
-    def take(self, extra: Sequence[Tensor] = ()) -> Taken:
+    def take(self, extra: Sequence[Tensor] = ()) -> SignalNorms:
         """The norms of this step's gradients followed by those of ``extra`` (with the gradients
         still held, in one fused call; norms ``None`` when there is none at all). The buffer is
         empty afterwards."""
@@ -105,8 +105,8 @@ class SignalBuffer:
         layers, numels, norms = self._layers, self._numels, self._norms
         self.clear()
         if not norms:
-            return Taken(layers, numels, None)
-        return Taken(layers, numels, _concatenated(norms))
+            return SignalNorms(layers, numels, None)
+        return SignalNorms(layers, numels, _concatenated(norms))
 
     def _take_held(self, extra: Sequence[Tensor] = ()) -> None:
         held, layers = self._held, self._held_layers

@@ -116,7 +116,7 @@ def run_script_command(args: argparse.Namespace) -> int:
     """``gradmedic run SCRIPT ARGS``: the script's own exit status."""
     from .script_runner import run_script
 
-    options = {"every": args.every} if args.every else {}
+    options = {"gradients_every": args.every} if args.every else {}
     return run_script(args.script, args.script_args, args.out, options, live=args.live).status
 
 
@@ -141,11 +141,11 @@ def add_trial_parser(commands: Any) -> None:
 def run_trial(args: argparse.Namespace) -> int:
     """``gradmedic trial TARGET``: print the trial's report; exit 1 when the run is not healthy."""
     from .diagnosis import trial
-    from .targets import load_target
+    from .model_spec import load_model_spec
 
     for path in (args.json, args.markdown):
         _writable_file(path)
-    target = load_target(args.target)
+    target = load_model_spec(args.target)
     data = (target.inputs, target.targets)
     return _show(trial(target.model, data, target.loss_fn, target.optimizer, args.steps), args)
 
@@ -317,12 +317,12 @@ def run_treat(args: argparse.Namespace) -> int:
     import torch
 
     from .diagnosis import print_report
+    from .model_spec import load_model_spec
     from .remedies import treat
-    from .targets import load_target
 
     allow = [name.strip() for name in args.allow.split(",")] if args.allow is not None else None
     _creatable_folder(args.out)
-    target = load_target(args.target)
+    target = load_model_spec(args.target)
     treatment = treat(target.model, target.inputs, target.targets, target.loss_fn, allow=allow,
                       optimizer=target.optimizer, trial=args.trial)  # fmt: skip
     out = _writable_folder(args.out)
@@ -349,11 +349,11 @@ def run_treat(args: argparse.Namespace) -> int:
 def run_checkup(args: argparse.Namespace) -> int:
     """``gradmedic checkup TARGET``: print the report; exit 1 when the model is not healthy."""
     from .diagnosis import checkup
-    from .targets import load_target
+    from .model_spec import load_model_spec
 
     for path in (args.json, args.markdown):
         _writable_file(path)
-    target = load_target(args.target)
+    target = load_model_spec(args.target)
     return _show(checkup(target.model, target.inputs, target.targets, target.loss_fn), args)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from . import registry
 from .datasets import load_digits_split
 from .history import History
-from .profile import layer_profile
+from .layer_profiles import layer_profile
 from .terminal import fmt, log_bar
 from .training import train_classifier
 

@@ -35,7 +35,7 @@ SURROGATE_NOTE = (
 LossFn = Callable[..., Tensor]
 
 
-def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
+def forward_without_grad(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
     """Call ``model`` on ``inputs`` once without gradients and return its output; the model is
     left as found (see :func:`preserved`) and ``hooks`` are removed afterwards, even after an error.
 
@@ -44,7 +44,7 @@ def dry_run(model: nn.Module, inputs: Any, hooks: HookSet | None = None) -> Any:
         >>> layer, seen = nn.Linear(3, 2), []
         >>> hooks = HookSet()
         >>> hooks.add(layer.register_forward_hook(lambda m, args, out: seen.append(out.shape)))
-        >>> tuple(dry_run(layer, torch.randn(4, 3), hooks).shape), seen, len(hooks)
+        >>> tuple(forward_without_grad(layer, torch.randn(4, 3), hooks).shape), seen, len(hooks)
         ((4, 2), [torch.Size([4, 2])], 0)
     """
     with hooks or HookSet(), preserved(model), torch.no_grad():

@@ -80,7 +80,7 @@ class ScriptWatcher:
     """Finds every model an optimizer trains in this process and watches it.
 
     Args:
-        options: options of :func:`gradmedic.watch` for every monitor (e.g. ``every=10``).
+        options: options of :func:`gradmedic.watch` for every monitor (e.g. ``gradients_every=10``).
         on_step: called after each watched optimizer step (the live view), or ``None``.
     """
 
@@ -267,7 +267,7 @@ def run_script(
         script: the training script.
         args: its command-line arguments.
         out: the folder for the reports and runs.
-        options: options of :func:`gradmedic.watch` (e.g. ``{"every": 10}``).
+        options: options of :func:`gradmedic.watch` (e.g. ``{"gradients_every": 10}``).
         live: show a terminal view of the per-layer signal and the findings, refreshed at most
             once per :data:`LIVE_REFRESH_SECONDS`.
         quiet: print nothing (the files are still written).

@@ -63,7 +63,7 @@ class Mixed(nn.Module):
 
 
 @dataclass
-class Snapshot:
+class RestorePoint:
     params: list[Tensor]
     grads: list[Tensor | None]
     grad_values: list[Tensor | None]
@@ -72,7 +72,7 @@ class Snapshot:
     rng: Tensor
 
     @classmethod
-    def of(cls, model: nn.Module) -> Snapshot:
+    def of(cls, model: nn.Module) -> RestorePoint:
         return cls(
             [p.detach().clone() for p in model.parameters()],
             [p.grad for p in model.parameters()],
@@ -116,7 +116,7 @@ def test_checkup_leaves_the_model_as_it_found_it() -> None:
     model.eval()
     expected = model(x)  # eval mode: deterministic
     model.body[3].train()
-    before = Snapshot.of(model)
+    before = RestorePoint.of(model)
     assert before.buffers["body.1.num_batches_tracked"].item() == 3
     report = gradmedic.checkup(model, x, y)
     before.assert_same(model)
@@ -136,7 +136,7 @@ def test_checkup_leaves_the_model_as_it_found_it_when_it_fails(loss_fn: Callable
     """The forward pass already ran (BatchNorm updated its statistics, Dropout drew numbers)."""
     model = mixed_model()
     x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
-    before = Snapshot.of(model)
+    before = RestorePoint.of(model)
     with pytest.raises((ConfigError, ZeroDivisionError)):
         gradmedic.checkup(model, x, y, loss_fn)
     before.assert_same(model)
@@ -146,7 +146,7 @@ def test_checkup_takes_no_optimizer_step_and_one_forward() -> None:
     calls = []
     model, x = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), torch.randn(16, 4)
     model[0].register_forward_hook(lambda *args: calls.append(1))
-    before = Snapshot.of(model)
+    before = RestorePoint.of(model)
     gradmedic.checkup(model, x)
     assert len(calls) == 1
     assert all(torch.equal(p, saved) for p, saved in zip(model.parameters(), before.params))

@@ -128,7 +128,7 @@ class Adding(nn.Module):
         self.rnn = getattr(nn, kind)(2, hidden, batch_first=True)
         self.head = nn.Linear(hidden, 1)
         if forget_bias is not None:
-            gradmedic.forget_gate_bias(self, forget_bias)
+            gradmedic.set_forget_gate_bias(self, forget_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)
@@ -234,7 +234,7 @@ def test_a_loss_at_every_step_hides_the_memory_and_the_recall_loss_shows_it():
 def test_a_monitored_run_is_diagnosed_from_its_history_alone(tmp_path):
     model = Adding("RNN", 16)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with gradmedic.watch(model, optimizer, activations_every=1, time_every=1) as monitor:
+    with gradmedic.watch(model, optimizer, activations_every=1, through_time_every=1) as monitor:
         for step in range(3):
             x, y = adding_problem(16, 60, seed=step)
             optimizer.zero_grad()
@@ -278,7 +278,7 @@ def test_picture_of_histories_before_and_after_treatment(tmp_path):
     histories = []
     for kind in ("RNN", "LSTM"):
         model = Adding(kind, 16)
-        with gradmedic.watch(model, time_every=1) as monitor:
+        with gradmedic.watch(model, through_time_every=1) as monitor:
             x, y = adding_problem(8, 30)
             (model(x) - y).pow(2).mean().backward()
             monitor.step()

@@ -1,8 +1,8 @@
-"""The lab's report from saved cells: tables that round-trip, every study and the seed's remedies
+"""The lab's report from saved cells: tables that round-trip, every study and the nine classic remedies
 answered, the health-score AUC (checked against scikit-learn), a self-contained page that loads in
 headless Chromium with every picture, and no crash on failed cells, NaNs or an empty directory.
 
-The cells come from ``tests/lab_report_fakes.py``: plausible results of all of the seed's studies.
+The cells come from ``tests/lab_report_fakes.py``: plausible results of all of the classic remedies' studies.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ def test_the_jsonl_holds_the_same_rows_with_json_types(lab) -> None:
 def test_the_markdown_answers_each_of_the_seeds_remedies_and_prints_the_auc(lab) -> None:
     text = (lab["out"] / "report.md").read_text(encoding="utf-8")
     check = score_check(lab["results"])
-    seed = text[text.index("## The seed, point by point") : text.index("## Does the health score")]
+    seed = text[
+        text.index("## The nine classic remedies, point by point") : text.index("## Does the health score")
+    ]
     for study, remedy in STUDIES.items():
         assert f"## {study}: {remedy}" in text
         row = next(line for line in seed.splitlines() if line.startswith(f"| {study} |"))

@@ -22,7 +22,7 @@ def all_blocks(results: list[CellResult], out: Path) -> list:
     studies = summarize(results)
     blocks = [sections.nav(studies)]
     blocks += sections.facts(results, studies, out, [])
-    blocks += sections.seed_answered(studies)
+    blocks += sections.remedies_answered(studies)
     blocks += sections.score_section(results, score_check(results), studies)
     blocks += sections.early_section(score_check(results), score_check(results, early_score), studies)
     for study in studies:

@@ -203,7 +203,7 @@ def test_no_host_synchronisation_on_unrecorded_steps():
     scaler = torch.amp.GradScaler("cuda")
     x, y = torch.randn(64, 32, device="cuda"), torch.randn(64, 4, device="cuda")
     monitor = gradmedic.watch(
-        model, opt, scaler=scaler, every=4, activations_every=8, updates_every=8, flush_every=64
+        model, opt, scaler=scaler, gradients_every=4, activations_every=8, updates_every=8, flush_every=64
     )
     for step in range(12):
         recorded = step % 4 == 0

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 ORDERS = ("watch+compile", "compile+watch", "model.compile")
 STEPS = 6
 #: Even steps recorded, with every statistic: the odd ones run the compiled graph.
-EVERY_OTHER = {"every": 2, "activations_every": 2, "updates_every": 2}
+EVERY_OTHER = {"gradients_every": 2, "activations_every": 2, "updates_every": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +168,7 @@ def test_the_stance_is_given_back_when_the_step_is_collected_and_on_detach() -> 
     case = net_case()
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.1)
     seen_in_step: list[bool] = []
-    with gradmedic.watch(case.model, optimizer, every=1) as monitor:
+    with gradmedic.watch(case.model, optimizer, gradients_every=1) as monitor:
         # registered after the monitor's own pre-hook, so it runs after it, as the optimizer's step does
         optimizer.register_step_pre_hook(lambda *_: seen_in_step.append(_compiles_now(double, backend)))
         assert not _compiles_now(double, backend)  # a recorded step is open: eager
@@ -205,7 +205,7 @@ def test_an_error_in_the_step_leaves_no_hook_and_the_stance_as_found() -> None:
     backend = CountingBackend()
     case = net_case()
     forward = torch.compile(case.model, backend=backend)
-    with pytest.raises(ValueError, match="boom"), gradmedic.watch(forward, every=1):
+    with pytest.raises(ValueError, match="boom"), gradmedic.watch(forward, gradients_every=1):
         forward(*case.inputs)
         raise ValueError("boom")
     assert count_module_hooks(case.model) == 0
@@ -229,7 +229,7 @@ def test_without_set_stance_compiled_code_is_refused_with_advice(monkeypatch: py
     forward = torch.compile(case.model, backend=CountingBackend())
     with (
         pytest.raises(UnsupportedError, match=r"torch\.compile|compiled code"),
-        gradmedic.watch(case.model, optimizer, every=1),
+        gradmedic.watch(case.model, optimizer, gradients_every=1),
     ):
         case.loss_fn(forward(*case.inputs)).backward()
         optimizer.step()

@@ -283,7 +283,7 @@ def test_loss_recorded_once_per_step(order):
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.1)
     watched = None if order == "no-optimizer" else optimizer
     losses = []
-    with gradmedic.watch(case.model, watched, every=1) as monitor:
+    with gradmedic.watch(case.model, watched, gradients_every=1) as monitor:
         for _ in range(4):
             optimizer.zero_grad()
             loss = case.loss()
@@ -391,7 +391,9 @@ def test_model_with_nothing_to_observe_is_a_model_error():
         gradmedic.watch(nn.Sequential(nn.Identity(), nn.Flatten()))
 
 
-@pytest.mark.parametrize("option", ["every", "activations_every", "updates_every", "time_every"])
+@pytest.mark.parametrize(
+    "option", ["gradients_every", "activations_every", "updates_every", "through_time_every"]
+)
 @pytest.mark.parametrize("value", [0, -3])
 def test_schedule_of_zero_or_less_is_a_config_error(option, value):
     with pytest.raises(ConfigError) as info:
@@ -410,9 +412,9 @@ def test_non_positive_sizes_are_config_errors(option, value):
 @pytest.mark.parametrize(
     ("typo", "suggestion"),
     [
-        ("evry", "every"),
+        ("evry", "gradients_every"),
         ("activation_every", "activations_every"),
-        ("times_every", "time_every"),
+        ("times_every", "through_time_every"),
         ("log_pth", "log_path"),
         ("max_row", "max_rows"),
     ],
@@ -649,7 +651,7 @@ def _run(case: Case, n: int, optimizer: torch.optim.Optimizer | None = None, **o
 def test_monitor_records_exactly_the_scheduled_steps(with_optimizer):
     case = mlp()
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.05) if with_optimizer else None
-    history = _run(case, 10, optimizer, every=3, activations_every=2, updates_every=4)
+    history = _run(case, 10, optimizer, gradients_every=3, activations_every=2, updates_every=4)
     for metric in ("signal_norm", "signal_rms", "weight_grad_norm", "param_grad_norm", "loss"):
         assert history.array(metric)[0].tolist() == [0, 3, 6, 9], metric
     for metric in ("act_mean", "act_std", "act_saturated", "act_dead"):
@@ -665,19 +667,26 @@ def test_monitor_records_exactly_the_scheduled_steps(with_optimizer):
 
 
 def test_log_and_callable_schedules_and_none():
-    history = _run(mlp(), 12, every="log", activations_every=lambda s: s in (1, 4, 11), updates_every=None)
+    history = _run(
+        mlp(), 12, gradients_every="log", activations_every=lambda s: s in (1, 4, 11), updates_every=None
+    )
     assert history.array("signal_norm")[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 8, 10]
     assert history.array("act_mean")[0].tolist() == [1, 4, 11]
     assert "update_ratio" not in history.metrics
-    history = _run(mlp(), 3, every=None, activations_every=None, updates_every=None)
+    history = _run(mlp(), 3, gradients_every=None, activations_every=None, updates_every=None)
     assert history.metrics == []
 
 
 def test_defaults_record_the_signal_densely_then_every_twenty_and_the_rest_every_hundred():
-    assert DEFAULT_OPTIONS["every"] == DenseStart(n=20, dense=50)
+    assert DEFAULT_OPTIONS["gradients_every"] == DenseStart(n=20, dense=50)
     assert DEFAULT_OPTIONS["activations_every"] == DEFAULT_OPTIONS["updates_every"] == 100
-    assert DEFAULT_OPTIONS["time_every"] == 100  # the replay through time costs about a step
-    assert ALL_STATS == {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
+    assert DEFAULT_OPTIONS["through_time_every"] == 100  # the replay through time costs about a step
+    assert ALL_STATS == {
+        "gradients_every": 1,
+        "activations_every": 1,
+        "updates_every": 1,
+        "through_time_every": 1,
+    }
     case = mlp()
     history = _run(case, 130, torch.optim.SGD(case.model.parameters(), lr=0.05))
     assert history.array("signal_norm")[0].tolist() == [*range(50), 60, 80, 100, 120]

@@ -56,7 +56,7 @@ def _train(rank: int, out: Path) -> None:
     monitor = gradmedic.watch(
         ddp,
         opt,
-        every=every,
+        gradients_every=every,
         activations_every=every,
         flush_every=2,
         log_path=out / f"run{rank}.jsonl",

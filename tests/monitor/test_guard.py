@@ -19,7 +19,7 @@ from gradmedic.hooks import count_module_hooks
 from models import ZOO, Case, mlp, recurrent
 
 GRADMEDIC = str(Path(gradmedic.__file__).parent)
-EVERY = {"every": 3, "activations_every": 3, "updates_every": 3, "time_every": 3}
+EVERY = {"gradients_every": 3, "activations_every": 3, "updates_every": 3, "through_time_every": 3}
 
 
 @contextmanager
@@ -77,7 +77,9 @@ def test_an_unrecorded_step_runs_the_model_without_any_gradmedic_hook(build):
 
 def test_the_next_step_is_decided_when_a_step_closes_without_an_optimizer():
     case = mlp()
-    with gradmedic.watch(case.model, every=2, activations_every=None, updates_every=None) as monitor:
+    with gradmedic.watch(
+        case.model, gradients_every=2, activations_every=None, updates_every=None
+    ) as monitor:
         for step in range(4):
             assert (count_module_hooks(case.model) > 0) == (step % 2 == 0), step
             case.loss().backward()
@@ -122,8 +124,8 @@ def _train_poisoned(
 def test_an_unrecorded_step_still_catches_a_non_finite_gradient_at_its_step_and_parameter(with_optimizer):
     names = [name for name, _ in mlp().model.named_parameters()]
     first, last = names[0], names[-2]  # the first layer's weight, the last layer's weight
-    poison = {4: [first, last], 5: [names[1]], 7: [first]}  # steps 4, 5, 7: not recorded (every=3)
-    history = _train_poisoned(poison, 9, with_optimizer, every=3, flush_every=64)
+    poison = {4: [first, last], 5: [names[1]], 7: [first]}  # steps 4, 5, 7: not recorded (gradients_every=3)
+    history = _train_poisoned(poison, 9, with_optimizer, gradients_every=3, flush_every=64)
     assert steps(history, "signal_norm") == [0, 3, 6]
     # step 4 is the first, and the backward pass meets the last layer's weight first
     assert history.non_finite == [NonFiniteEvent(4, "param_grad_norm", last)]
@@ -132,7 +134,7 @@ def test_an_unrecorded_step_still_catches_a_non_finite_gradient_at_its_step_and_
 def test_the_non_finite_check_reports_once_per_flush_the_first_of_its_window():
     names = [name for name, _ in mlp().model.named_parameters()]
     poison = {1: [names[0]], 2: [names[0]], 40: [names[2]]}
-    options = {"every": 100, "activations_every": None, "updates_every": 20, "flush_every": 1}
+    options = {"gradients_every": 100, "activations_every": None, "updates_every": 20, "flush_every": 1}
     history = _train_poisoned(poison, 45, True, **options)
     # a flush at each step that records something (0, 20, 40: update ratios); each reads the guard
     assert NonFiniteEvent(1, "param_grad_norm", names[0]) in history.non_finite
@@ -142,7 +144,7 @@ def test_the_non_finite_check_reports_once_per_flush_the_first_of_its_window():
 
 def test_a_recorded_step_reports_non_finite_gradients_as_before():
     names = [name for name, _ in mlp().model.named_parameters()]
-    history = _train_poisoned({3: [names[0]]}, 5, True, every=3)
+    history = _train_poisoned({3: [names[0]]}, 5, True, gradients_every=3)
     assert history.non_finite == [
         NonFiniteEvent(3, "param_grad_norm", names[0]),
         NonFiniteEvent(3, "weight_grad_norm", "0"),
@@ -150,7 +152,7 @@ def test_a_recorded_step_reports_non_finite_gradients_as_before():
 
 
 def test_the_check_adds_nothing_to_the_record_of_a_finite_run():
-    history = _train_poisoned({}, 8, True, every=4)
+    history = _train_poisoned({}, 8, True, gradients_every=4)
     assert history.non_finite == []
     assert steps(history, "param_grad_norm") == [0, 4]
 
@@ -192,7 +194,9 @@ def test_the_check_covers_sparse_gradients_and_parameters_without_one():
     model[1].requires_grad_(False)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     tokens = torch.randint(0, 10, (8,))
-    with gradmedic.watch(model, optimizer, every=3, activations_every=None, updates_every=None) as monitor:
+    with gradmedic.watch(
+        model, optimizer, gradients_every=3, activations_every=None, updates_every=None
+    ) as monitor:
         for step in range(5):
             optimizer.zero_grad()
             model(tokens).pow(2).mean().backward()

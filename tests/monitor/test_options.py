@@ -54,8 +54,8 @@ def test_no_module_of_the_package_imports_a_higher_layer(path: Path):
 
 
 def test_options_are_typed_frozen_and_checked_before_anything():
-    options = Options.parse({"every": 3, "activations_every": None})
-    assert options.every == Every(3) and options.activations_every == Never()
+    options = Options.parse({"gradients_every": 3, "activations_every": None})
+    assert options.gradients_every == Every(3) and options.activations_every == Never()
     assert options.flush_every == DEFAULT_OPTIONS["flush_every"] and options.log_path is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.flush_every = 1  # type: ignore[misc]

@@ -223,7 +223,7 @@ def test_flush_copies_to_the_host_without_blocking_and_synchronises_once():
 def test_history_read_after_flush_holds_the_values_of_each_step():
     case = CASES["mlp_tanh"]()
     optimizer = torch.optim.SGD(case.model.parameters(), lr=0.05)
-    monitor = gradmedic.watch(case.model, optimizer, every=2, flush_every=3)
+    monitor = gradmedic.watch(case.model, optimizer, gradients_every=2, flush_every=3)
     names = [name for name, _ in case.model.named_parameters()]
     expected_grads, losses = [], []
     for step in range(7):

@@ -197,7 +197,13 @@ def _same_state(a: tuple, b: tuple) -> bool:
 def _train(model: nn.Module, net: Net, watched: bool, steps: int = 3) -> list[float]:
     torch.manual_seed(1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    options = {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 2, "flush_every": 2}
+    options = {
+        "gradients_every": 1,
+        "activations_every": 1,
+        "updates_every": 1,
+        "through_time_every": 2,
+        "flush_every": 2,
+    }
     monitor = gradmedic.watch(model, optimizer, **options) if watched else None
     losses = []
     try:

@@ -40,7 +40,7 @@ BAD_OPTIONS = [
     ({"log_path": "no/such/dir/run.jsonl"}, "does not exist"),
     ({"log_path": "."}, "is a directory"),
     ({"log_path": 123}, "give a file path"),
-    ({"every": lambda step, other: True}, "takes one argument"),
+    ({"gradients_every": lambda step, other: True}, "takes one argument"),
     ({"activations_every": lambda: True}, "takes one argument"),
     ({"scaler": "yes"}, "GradScaler"),
     ({"max_rows": 0}, "positive integer"),

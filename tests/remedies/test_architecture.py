@@ -18,8 +18,8 @@ from gradmedic.remedies import (
     Residual,
     add_normalization,
     add_residual,
+    make_shallower,
     swap_activations,
-    truncate,
 )
 
 
@@ -223,7 +223,7 @@ def test_norm_is_not_added_twice() -> None:
     assert set(skipped(changes)) == {"0.0", "2.0", "4"}
     assert skipped(changes)["0.0"] == "already followed by a norm layer"
     assert repr(model) == structure
-    seed = sm.simple_net().model  # the seed's Linear -> BatchNorm1d -> ReLU -> Linear
+    seed = sm.simple_net().model  # the brief's Linear -> BatchNorm1d -> ReLU -> Linear
     assert not applied(add_normalization(seed))
 
 
@@ -460,7 +460,7 @@ def test_residual_alpha_follows_the_block_dtype() -> None:
 def test_truncate_keeps_first_block_repeated_blocks_and_head() -> None:
     model = sm.stack(10, nn.Tanh, width=16, n_in=8, n_out=3)
     original = copy.deepcopy(model.state_dict())
-    short, changes = truncate(model, 3)
+    short, changes = make_shallower(model, 3)
     assert changes == [Change("shallower", "", "kept 3 of 10 blocks and the head")]
     assert [type(m) for m in short] == [nn.Linear, nn.Tanh] * 3 + [nn.Linear]
     for kept, source in ((0, 0), (2, 2), (4, 4), (6, 20)):  # blocks 0, 1, 2 and the head
@@ -476,9 +476,9 @@ def test_truncate_keeps_first_block_repeated_blocks_and_head() -> None:
 def test_truncate_to_full_depth_computes_the_same_function_and_to_one_block() -> None:
     model = sm.stack(5, nn.ReLU, width=8, n_in=4, n_out=2)
     x = torch.randn(6, 4)
-    full, _ = truncate(model, 5)
+    full, _ = make_shallower(model, 5)
     assert torch.equal(full(x), model(x))
-    one, changes = truncate(model, 1)
+    one, changes = make_shallower(model, 1)
     assert [type(m) for m in one] == [nn.Linear, nn.ReLU, nn.Linear]
     assert one(x).shape == (6, 2)
     assert changes[0].action == "kept 1 of 5 blocks and the head"
@@ -489,7 +489,7 @@ def test_truncate_conv_stack() -> None:
     for _ in range(4):
         layers += [nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()]
     model = nn.Sequential(*layers, nn.Conv2d(8, 2, 1))
-    short, _ = truncate(model, 2)
+    short, _ = make_shallower(model, 2)
     assert sum(isinstance(m, nn.Conv2d) for m in short) == 3
     x = torch.randn(2, 3, 5, 5)
     assert short(x).shape == model(x).shape == (2, 2, 5, 5)
@@ -497,16 +497,16 @@ def test_truncate_conv_stack() -> None:
 
 def test_truncate_errors_on_models_that_are_not_plain_stacks() -> None:
     with pytest.raises(ModelError, match=r"nn\.Sequential"):
-        truncate(sm.LSTMNet(), 1)
+        make_shallower(sm.LSTMNet(), 1)
     uneven = nn.Sequential(
         nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 16), nn.Tanh(),
         nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2),
     )  # fmt: skip
     with pytest.raises(ModelError, match="differ"):
-        truncate(uneven, 2)
+        make_shallower(uneven, 2)
     with pytest.raises(ModelError, match="at least 3 blocks"):
-        truncate(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), 1)
+        make_shallower(nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)), 1)
     model = sm.stack(4, nn.Tanh, width=8, n_in=4, n_out=2)
     for depth in (0, 5):
         with pytest.raises(ConfigError, match=f"depth={depth}"):
-            truncate(model, depth)
+            make_shallower(model, depth)

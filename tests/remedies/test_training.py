@@ -19,10 +19,10 @@ from gradmedic.remedies import (
     Change,
     GradientClipper,
     adaptive_clip_,
-    clip_gradients,
     find_lr,
-    forget_gate_bias,
+    install_gradient_clipping,
     recurrent_weights,
+    set_forget_gate_bias,
     swap_recurrent,
 )
 from gradmedic.remedies.recurrent import GatedRecurrent
@@ -64,7 +64,7 @@ def total_norm(tensors: list[Tensor]) -> float:
 
 def step_with_clipper(model: nn.Module, **options: object) -> GradientClipper:
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    clipper = clip_gradients(opt, **options)  # type: ignore[arg-type]
+    clipper = install_gradient_clipping(opt, **options)  # type: ignore[arg-type]
     opt.step()  # the pre-hook clips the .grad fields in place
     return clipper
 
@@ -146,7 +146,7 @@ def test_clipper_statistics_over_several_steps() -> None:
     torch.manual_seed(0)
     model = nn.Linear(8, 2)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    clipper = clip_gradients(opt, mode="norm", max_norm=1.0)
+    clipper = install_gradient_clipping(opt, mode="norm", max_norm=1.0)
     norms = []
     for scale in (100.0, 1e-3, 100.0, 1e-3, 1e-3):
         opt.zero_grad()
@@ -165,7 +165,7 @@ def test_clipper_statistics_over_several_steps() -> None:
 def test_clipper_is_removable() -> None:
     model, _ = twins()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    clipper = clip_gradients(opt, mode="norm", max_norm=1e-3)
+    clipper = install_gradient_clipping(opt, mode="norm", max_norm=1e-3)
     assert len(opt._optimizer_step_pre_hooks) == 1
     assert opt._gradmedic_clippers == [clipper]
     clipper.remove()
@@ -192,14 +192,14 @@ def test_clipper_is_removable() -> None:
 def test_bad_clipping_settings_are_config_errors(options: dict[str, object]) -> None:
     opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ConfigError):
-        clip_gradients(opt, **options)  # type: ignore[arg-type]
+        install_gradient_clipping(opt, **options)  # type: ignore[arg-type]
     assert len(opt._optimizer_step_pre_hooks) == 0
 
 
 def test_clipping_needs_an_optimizer() -> None:
     model = nn.Linear(2, 2)
     with pytest.raises(ConfigError, match=r"torch\.optim\.Optimizer"):
-        clip_gradients(model.parameters())  # type: ignore[arg-type]
+        install_gradient_clipping(model.parameters())  # type: ignore[arg-type]
 
 
 # -- gate biases and recurrent weights ---------------------------------------------------------
@@ -226,7 +226,7 @@ def test_forget_gate_bias_sets_exactly_the_memory_gate(
     model = nn.Sequential()
     model.add_module("rnn", make())
     before = biases(model.rnn)
-    changes = forget_gate_bias(model, value)
+    changes = set_forget_gate_bias(model, value)
     gate = "forget" if "lstm" in name else "update"
     assert changes == [Change("recurrent", "rnn", f"{gate}-gate bias {value}")]
     after = biases(model.rnn)
@@ -244,7 +244,7 @@ def test_forget_gate_bias_says_when_there_is_no_gate() -> None:
         nn.RNN(4, 8),
     )
     before = biases(model)
-    changes = forget_gate_bias(model, 1.0)
+    changes = set_forget_gate_bias(model, 1.0)
     assert len(changes) == 1 and changes[0].skipped
     assert all(torch.equal(before[k], v) for k, v in biases(model).items())
 
@@ -253,7 +253,7 @@ def test_chrono_lstm_forget_bias_is_log_uniform_and_input_gate_its_negative() ->
     lstm = nn.LSTM(4, 256, num_layers=2)
     before = biases(lstm)
     max_len = 50
-    changes = forget_gate_bias(lstm, "chrono", max_len=max_len)
+    changes = set_forget_gate_bias(lstm, "chrono", max_len=max_len)
     assert changes == [Change("recurrent", "", f"chrono gate bias for {max_len} steps")]
     for layer in ("l0", "l1"):
         ih = lstm.get_parameter(f"bias_ih_{layer}").detach().chunk(4)
@@ -272,13 +272,13 @@ def test_chrono_lstm_forget_bias_is_log_uniform_and_input_gate_its_negative() ->
 
 def test_chrono_gru_update_gate_and_bad_lengths() -> None:
     gru = nn.GRUCell(3, 64)
-    forget_gate_bias(gru, "chrono", max_len=20)
+    set_forget_gate_bias(gru, "chrono", max_len=20)
     z = gru.bias_ih.detach().chunk(3)[1]
     assert z.min() >= 0 and z.max() <= math.log(19) + 1e-6 and z.std() > 0.1
     assert torch.equal(gru.bias_hh.detach().chunk(3)[1], torch.zeros(64))
     for max_len in (None, 2):
         with pytest.raises(ConfigError, match="max_len"):
-            forget_gate_bias(nn.LSTM(2, 2), "chrono", max_len=max_len)
+            set_forget_gate_bias(nn.LSTM(2, 2), "chrono", max_len=max_len)
 
 
 RECURRENT: list[tuple[str, Callable[[], nn.Module], int]] = [

@@ -1,5 +1,5 @@
-"""``treat``: it heals the seed's sick networks, works on a copy unless told otherwise, keeps what
-the caller feeds the model and gets back, and undoes a remedy that does not help."""
+"""``treat``: it heals the classic sick networks (the project brief's), works on a copy unless told
+otherwise, keeps what the caller feeds the model and gets back, and undoes a remedy that does not help."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def run(patient: sm.Patient, **options: object) -> Treatment:
     return treat(patient.model, patient.inputs, patient.targets, patient.loss_fn, **options)  # type: ignore[arg-type]
 
 
-# -- the seed's sick networks get healthy ------------------------------------------------------
+# -- the classic sick networks get healthy -------------------------------------------------------
 
 
 def test_init_alone_heals_a_60_layer_tanh_mlp_and_keeps_the_architecture() -> None:

@@ -1,4 +1,4 @@
-"""The seed's nine remedies, each as a :class:`Remedy` with the code a user would write.
+"""The nine classic remedies, each as a :class:`Remedy` with the code a user would write.
 
 Example:
     >>> he_init().family
@@ -193,7 +193,7 @@ def forget_gate_bias(length: int | None = None) -> Remedy:
         "Forget-gate bias 1 (or chrono initialization)",
         "the cell keeps a share sigmoid(bias) of its state, and of its gradient, per step: bias 1 "
         "keeps 73 %, chrono biases log(U(1, T-1)) keep the state for up to T steps",
-        f"gradmedic.forget_gate_bias(model, 1.0)  # or value='chrono'{chrono}",
+        f"gradmedic.set_forget_gate_bias(model, 1.0)  # or value='chrono'{chrono}",
     )
 
 

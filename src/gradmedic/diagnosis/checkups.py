@@ -80,7 +80,7 @@ def checkup(
         model.train()
         for param in [*model.parameters(), *extra_leaves(model)]:
             param.grad = None
-        monitor = Monitor(model, every=1, activations_every=1, updates_every=None, flush_every=1)
+        monitor = Monitor(model, gradients_every=1, activations_every=1, updates_every=None, flush_every=1)
         with monitor, ActivationTracer(model) as tracer:
             output = call_model(model, inputs)
             loss = compute_loss(output, targets, loss_fn, notes)

@@ -23,9 +23,9 @@ from torch import nn
 
 from .. import registry
 from ..history import History, NonFiniteEvent
+from ..layer_profiles import layer_profile
 from ..op_layers import WEIGHT_OP_TYPES, candidate_leaves
 from ..op_layers import weight_gain as op_weight_gain
-from ..profile import layer_profile
 from ..recurrent_stats import decay_per_step, median_profile, memory_horizon, reach, span
 from ..tracing import FollowingActivation
 

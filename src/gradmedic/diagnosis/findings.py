@@ -137,7 +137,7 @@ def _known(enum_type: type[_Name], name: str) -> str:
 
 @dataclass(frozen=True)
 class Remedy:
-    """One of the seed's nine remedies, as a user would apply it.
+    """One of the nine classic remedies, as a user would apply it.
 
     Attributes:
         family: a :class:`Family` (``activation``, ``init``, ``normalization``, ``residual``,

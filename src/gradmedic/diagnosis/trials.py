@@ -66,7 +66,8 @@ SEED = 0
 #: The monitor's schedule in a trial: signal and loss every step; activations and updates every
 #: few steps (trends over 100 steps need no more, and each costs a pass over every output).
 MONITOR_OPTIONS: dict[str, Any] = {
-    "every": 1, "activations_every": 4, "updates_every": 4, "time_every": None, "flush_every": 32,
+    "gradients_every": 1, "activations_every": 4, "updates_every": 4, "through_time_every": None,
+    "flush_every": 32,
 }  # fmt: skip
 
 LossFn = Callable[..., Tensor]

@@ -1,4 +1,4 @@
-"""The lab: every remedy of the seed measured on real tasks, side by side (``gradmedic lab``).
+"""The lab: each of the nine classic remedies measured on real tasks, side by side (``gradmedic lab``).
 
 :func:`run_lab` runs the studies' grid of cells on a local process pool (or Ray), saves each
 cell's :class:`CellResult` as it finishes (:class:`ResultStore`), resumes where a run stopped and

@@ -21,7 +21,7 @@
    sweep (``early_score``, ``early_findings``).
 
 Training remedies come from ``params``: ``optimizer`` (:func:`gradmedic.training.make_optimizer`)
-and ``clip`` (``norm``/``value``/``agc``, :func:`gradmedic.clip_gradients` with ``max_norm``,
+and ``clip`` (``norm``/``value``/``agc``, :func:`gradmedic.install_gradient_clipping` with ``max_norm``,
 ``clip_value``, ``clipping``). A run whose loss becomes NaN/Inf stops there and is scored as it
 is. Any exception is recorded in the result (``status="error"``), never raised.
 
@@ -53,7 +53,7 @@ from ..diagnosis.evidence import time_evidence
 from ..diagnosis.trials import MONITOR_OPTIONS, early_verdict
 from ..history import History
 from ..monitor import Monitor
-from ..remedies import clip_gradients, treat
+from ..remedies import install_gradient_clipping, treat
 from ..training import make_optimizer
 from .data import TaskData, load_task
 from .recipes import build_model
@@ -171,7 +171,7 @@ def time_signal(model: nn.Module, x: Tensor, y: Tensor, data: TaskData) -> list[
         return None
     trial = copy.deepcopy(model)
     loss_fn = data.checkup_loss() or data.loss
-    with Monitor(trial, every=1, activations_every=1, updates_every=None, flush_every=1) as monitor:
+    with Monitor(trial, gradients_every=1, activations_every=1, updates_every=None, flush_every=1) as monitor:
         loss = loss_fn(trial(x), y)
         loss.backward()
         monitor.step(loss)
@@ -195,7 +195,7 @@ def train(model: nn.Module, data: TaskData, spec: CellSpec, lr: float, clip: str
     params = spec.params
     optimizer = make_optimizer(params.get("optimizer", "adam"), model.parameters(), lr)
     if clip is not None:
-        clip_gradients(optimizer, clip, **clip_options(params))
+        install_gradient_clipping(optimizer, clip, **clip_options(params))
     generator = torch.Generator().manual_seed(spec.seed)
     train_set, test = data.fit, data.final
     marks, losses, run = checkpoints(spec.steps), [], Run(lr)
@@ -231,7 +231,7 @@ def _detached(monitor: Monitor) -> History:
 
 
 def clip_options(params: dict[str, Any]) -> dict[str, float]:
-    """The thresholds of ``params`` that :func:`gradmedic.clip_gradients` takes."""
+    """The thresholds of ``params`` that :func:`gradmedic.install_gradient_clipping` takes."""
     return {k: float(params[k]) for k in ("max_norm", "clip_value", "clipping") if k in params}
 
 

@@ -17,11 +17,11 @@ own; else a :func:`gradmedic.reinit` scheme, ``lsuv`` with an example batch), ``
 (``batch``/``layer``: :func:`gradmedic.add_normalization`), ``residual`` (``zero``:
 :func:`gradmedic.add_residual`, blocks ``x + alpha * f(x)`` with ``alpha = 0``; ``plain``: the same
 with ``alpha = 1``), ``gain`` (weights multiplied by it after the init: a net that explodes),
-``cut_from`` (build that many blocks, then keep ``depth`` of them with :func:`gradmedic.truncate`:
+``cut_from`` (build that many blocks, then keep ``depth`` of them with :func:`gradmedic.make_shallower`:
 the first blocks and the head of the deeper net); for ``rnn``: ``init``
 (``default``, ``orthogonal``, ``identity``: :func:`gradmedic.remedies.recurrent_weights`),
 ``nonlinearity`` (``tanh``/``relu``, vanilla RNN), ``forget_bias`` (a number or ``"chrono"``:
-:func:`gradmedic.forget_gate_bias`).
+:func:`gradmedic.set_forget_gate_bias`).
 
 Example:
     >>> import torch
@@ -49,10 +49,10 @@ from ..remedies import (
     Residual,
     add_normalization,
     add_residual,
-    forget_gate_bias,
+    make_shallower,
     recurrent_weights,
     reinit,
-    truncate,
+    set_forget_gate_bias,
 )
 
 #: The activations a recipe can build (the activation study's arms), each made by the registry with
@@ -123,7 +123,7 @@ def stack(layers: list[nn.Module], params: dict[str, Any], example: Tensor | Non
     initialize(model, params.get("init", "default"), example)
     scale_weights(model, float(params.get("gain", 1.0)))
     if params.get("cut_from") is not None:
-        model, _ = truncate(model, int(params.get("depth", 4)))
+        model, _ = make_shallower(model, int(params.get("depth", 4)))
     norm = params.get("norm")
     if norm is not None:
         add_normalization(model, norm)
@@ -243,5 +243,5 @@ def recurrent(params: dict[str, Any], n_inputs: int, n_outputs: int) -> nn.Modul
     if params.get("init", "default") != "default":
         recurrent_weights(model, params["init"])
     if params.get("forget_bias") is not None:
-        forget_gate_bias(model, params["forget_bias"], max_len=params.get("length"))
+        set_forget_gate_bias(model, params["forget_bias"], max_len=params.get("length"))
     return model

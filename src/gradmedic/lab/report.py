@@ -1,4 +1,4 @@
-"""The lab's report, written from the saved cells alone: tables, pictures, and the seed answered.
+"""The lab's report, written from the saved cells alone: tables, pictures, each classic remedy answered.
 
 :func:`write_report` reads ``DIR/cells/*.json`` (see :mod:`gradmedic.lab.store`) and writes:
 
@@ -7,7 +7,7 @@
 - ``DIR/report.md`` with its pictures in ``DIR/figures/``.
 
 The report holds, in order: the run's facts (studies, cells ok and failed, seeds, steps,
-learning rates, wall time, library versions); the seed's remedies point by point (for each
+learning rates, wall time, library versions); the nine classic remedies point by point (for each
 study: its baseline, the arm with the largest mean gain over it, by how much and where it helped
 or hurt; see :mod:`gradmedic.lab.summary` for how baselines and gains are defined); the health
 score check (ROC AUC of the score at initialization against "trained", overall and per study,
@@ -103,7 +103,7 @@ def build(results: Sequence[CellResult], out: Path, notes: Sequence[str] = ()) -
     check = score_check(results)
     blocks: list[Block] = [sections.nav(studies)]
     blocks += sections.facts(results, studies, out, notes)
-    blocks += sections.seed_answered(studies)
+    blocks += sections.remedies_answered(studies)
     blocks += sections.score_section(results, check, studies)
     early = score_check(results, early_score)
     blocks += sections.early_section(

@@ -1,6 +1,6 @@
 """The sections of the lab report, as document blocks (see :mod:`gradmedic.lab.document`).
 
-In order: :func:`facts` of the run, :func:`seed_answered` (one row per study of the seed),
+In order: :func:`facts` of the run, :func:`remedies_answered` (one row per study of a classic remedy),
 :func:`score_section` (the health-score check), one :func:`study_section` per study,
 :func:`failed_section` and :func:`method`. Every number comes from the saved cells; a picture with
 nothing to draw is left out, one whose drawing needs a missing library says so.
@@ -9,7 +9,7 @@ Example:
     >>> from gradmedic.lab.schema import CellResult, CellSpec
     >>> from gradmedic.lab.summary import summarize
     >>> spec = CellSpec("optimizers", "digits", "mlp", "adam", {}, 0, 10, (0.01,))
-    >>> table = seed_answered(summarize([CellResult(spec, metric=0.9)]))[-1]
+    >>> table = remedies_answered(summarize([CellResult(spec, metric=0.9)]))[-1]
     >>> [row[:4] for row in table.rows[-3:]]  # doctest: +NORMALIZE_WHITESPACE
     [['optimizers', 'adaptive optimizers and a tuned learning rate', 'adam', 'nothing to compare'],
      ['depth', 'a shallower model', '-', 'not run: no cell'],
@@ -53,7 +53,11 @@ def _anchor(study: str) -> str:
 
 
 def nav(studies: Sequence[StudySummary]) -> Nav:
-    links = [("facts", "Facts"), ("seed", "The seed, point by point"), ("score", "Health score check")]
+    links = [
+        ("facts", "Facts"),
+        ("remedies", "The nine classic remedies, point by point"),
+        ("score", "Health score check"),
+    ]
     links += [(_anchor(s.study), s.study) for s in studies]
     return Nav([*links, ("failed", "Failed cells"), ("method", "Method")])
 
@@ -85,7 +89,7 @@ def facts(
             f"{len(results)}: {len(ok)} ok ({nan_metric} with a NaN metric), {len(results) - len(ok)} failed",
         ],
         ["studies", ", ".join(s.study for s in studies) or "none"],
-        ["seed's studies not run", ", ".join(missing) or "none: all present"],
+        ["classic remedies' studies not run", ", ".join(missing) or "none: all present"],
         [
             "compute time",
             f"{wall:.1f} s summed over cells ({wall / 60:.1f} min; with several workers "
@@ -164,15 +168,15 @@ def _renderer() -> str:
     )
 
 
-# -- the seed, point by point ----------------------------------------------------------------
+# -- the nine classic remedies, point by point -------------------------------------------------------------
 
 
-def seed_answered(studies: Sequence[StudySummary]) -> list[Block]:
+def remedies_answered(studies: Sequence[StudySummary]) -> list[Block]:
     by_name = {s.study: s for s in studies}
     order = [*STUDIES, *(s.study for s in studies if s.study not in STUDIES)]
     header = [
         "study",
-        "the seed's remedy",
+        "classic remedy",
         "baseline",
         "best arm",
         "mean gain",
@@ -190,7 +194,7 @@ def seed_answered(studies: Sequence[StudySummary]) -> list[Block]:
         "baseline is chosen."
     )
     return [
-        Heading("The seed, point by point", anchor="seed"),
+        Heading("The nine classic remedies, point by point", anchor="remedies"),
         Text(intro),
         Table(header, rows, numeric=(4,)),
     ]

@@ -1,4 +1,4 @@
-"""The lab's studies: one per remedy of the seed, plus ``treat``; each a grid of cells.
+"""The lab's studies: one per classic remedy, plus ``treat``; each a grid of cells.
 
 Every study is a grid task x recipe x variant (x axis value) x seed, built for a preset:
 
@@ -242,7 +242,7 @@ DEEPEST = 32
 
 def depth(p: Preset) -> list[CellSpec]:
     """Accuracy against depth: a 32-block MLP (PyTorch's default init) and the shallower models
-    :func:`gradmedic.truncate` cuts from it (its first blocks and its head)."""
+    :func:`gradmedic.make_shallower` cuts from it (its first blocks and its head)."""
     rows = [mlp(act, depth=blocks, cut_from=DEEPEST, activation=act)
             for act in ("sigmoid", "tanh", "relu")
             for blocks in p.pick([1, 4, 16], [1, 2, 4, 8, 16, 32])]  # fmt: skip

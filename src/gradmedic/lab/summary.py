@@ -48,7 +48,7 @@ import numpy as np
 
 from .schema import CellResult
 
-#: The studies in the seed's order, each with the remedy of the seed it measures.
+#: The studies in the order of the nine classic remedies, each with the remedy it measures.
 STUDIES: dict[str, str] = {
     "activations": "non-saturating activations (ReLU family, ELU, SELU, SiLU, GELU)",
     "init": "a weight initialization matched to the activation",
@@ -480,7 +480,7 @@ def _order(lay: Layout, result: CellResult) -> tuple[str, str, float]:
 
 
 def summarize(results: Sequence[CellResult]) -> list[StudySummary]:
-    """One :class:`StudySummary` per study, the seed's studies first in the seed's order."""
+    """One :class:`StudySummary` per study, the classic remedies' studies first, in their order."""
     by_study = group(results, lambda r: r.spec.study)
     order = sorted(by_study, key=lambda s: (list(STUDIES).index(s) if s in STUDIES else len(STUDIES), s))
     return [summarize_study(by_study[s]) for s in order]

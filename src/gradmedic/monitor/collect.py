@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .. import stats
 from .._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
-from .._signal_buffer import SignalBuffer, Taken
+from .._signal_buffer import SignalBuffer, SignalNorms
 from ..layers import LayerInfo
 from .amp import Scaler
 from .flush import StepRecord
@@ -108,7 +108,7 @@ class Collector:
         if with_grad:
             self._put_weight_grads(record, taken, squares, sums[n:], with_grad)
 
-    def _put_signal(self, record: StepRecord, taken: Taken, sums: Tensor) -> None:
+    def _put_signal(self, record: StepRecord, taken: SignalNorms, sums: Tensor) -> None:
         """Per layer, the norm and RMS of the gradients at its outputs (several calls add up)."""
         numel = [0] * len(self.layers)
         for layer, count in zip(taken.layers, taken.numels):
@@ -119,7 +119,12 @@ class Collector:
         record.put("signal_rms", sums.div_(counts).sqrt_(), observed)
 
     def _put_weight_grads(
-        self, record: StepRecord, taken: Taken, squares: Tensor, sums: Tensor, with_grad: tuple[int, ...]
+        self,
+        record: StepRecord,
+        taken: SignalNorms,
+        squares: Tensor,
+        sums: Tensor,
+        with_grad: tuple[int, ...],
     ) -> None:
         """Per parameter and per layer (``sums``), the weight-gradient norm."""
         signals = len(taken.layers)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .. import sinks as sinks_module
 from .. import stats
 from .._providers import provided
-from .._time_recorder import TimeRecorder
+from .._through_time_recorder import ThroughTimeRecorder
 from ..errors import ConfigError, ModelError, UnsupportedError
 from ..history import History, NonFiniteEvent, row_record, write_line
 from ..hooks import HookSet
@@ -62,7 +62,7 @@ class Monitor:
             then every 20th.
         activations_every: schedule of the activation statistics.
         updates_every: schedule of the update-to-weight ratio.
-        time_every: schedule of the statistics through time of recurrent layers (see below).
+        through_time_every: schedule of the statistics through time of recurrent layers (see below).
         flush_every: how many steps values stay on the device before they are copied to the host.
         max_rows: the most rows kept per metric, covering the whole run at a resolution that
             falls with age (see :class:`~gradmedic.history.History`).
@@ -88,7 +88,7 @@ class Monitor:
     at its exact step and parameter (see :mod:`gradmedic._gradient_guard`).
 
     Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` and the cells) also get, on the steps of
-    the ``time_every`` schedule (default: every 100 steps), their backprop signal at each time step
+    the ``through_time_every`` schedule (default: every 100 steps), their backprop signal at each time step
     and their gate statistics (``time_signal``, ``time_length``, ``gate_mean``,
     ``gate_saturated``; see :mod:`gradmedic.recurrent_stats`). For the fused layers this replays
     the recurrence once after the backward pass, step by step, which costs about as much as one
@@ -118,10 +118,10 @@ class Monitor:
         self._model_ref = weakref.ref(model)
         self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
         self.options = opts
-        self._signal_schedule: Schedule = opts.every
+        self._signal_schedule: Schedule = opts.gradients_every
         self._acts_schedule: Schedule = opts.activations_every
         self._update_schedule: Schedule = opts.updates_every
-        self._time_schedule: Schedule = opts.time_every
+        self._time_schedule: Schedule = opts.through_time_every
         self._flush_every = opts.flush_every
         self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
         self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
@@ -130,7 +130,7 @@ class Monitor:
         modules = dict(model.named_modules())
         recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
         self._history = History(self.layers, params, opts.max_rows, meta, time_layers=recurrent)
-        self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
+        self._time = ThroughTimeRecorder(recurrent, len(self.layers)) if recurrent else None
         self._log_path = opts.log_path
         self._sinks = opts.sinks
         self._scaler = opts.scaler
@@ -407,7 +407,7 @@ class Monitor:
         self._probes.op_time = set(repeated)
         self._history.time_layers.extend(repeated)
         if self._time is not None or repeated:  # as wide as the layers are now
-            self._time = TimeRecorder(list(self._history.time_layers), len(self.layers))
+            self._time = ThroughTimeRecorder(list(self._history.time_layers), len(self.layers))
         self._now.time_on = self._time is not None and self._time_schedule(self._step)
 
     def _before_optimizer_step(self, optimizer: object, args: object, kwargs: object) -> None:
@@ -588,7 +588,7 @@ def watch(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **op
     """Attach a :class:`Monitor` to ``model`` (and ``optimizer``) and return it.
 
     Use it as a context manager, or call ``detach()`` when done. See :class:`Monitor` for the
-    options; ``every=1, activations_every=1, updates_every=1`` records everything every step.
+    options; ``gradients_every=1, activations_every=1, updates_every=1`` records everything every step.
 
     Example:
         >>> from torch import nn

@@ -2,14 +2,14 @@
 
 Example:
     >>> from gradmedic.monitor.options import validate_options
-    >>> validate_options({"every": 5})["flush_every"]
+    >>> validate_options({"gradients_every": 5})["flush_every"]
     32
     >>> from gradmedic.errors import ConfigError
     >>> try:
-    ...     validate_options({"evry": 5})
+    ...     validate_options({"flush_evry": 5})
     ... except ConfigError as error:
-    ...     print(str(error)[:44])
-    unknown option 'evry': did you mean 'every'?
+    ...     print(str(error)[:56])
+    unknown option 'flush_evry': did you mean 'flush_every'?
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
+from .._deprecation import renamed_keyword
 from ..errors import ConfigError
 from ..schedules import DenseStart, Schedule, as_schedule
 from ..sinks import Sink, check_sinks
@@ -33,10 +34,10 @@ from ..sinks import Sink, check_sinks
 #: one with the signal and weight-gradient norms, up to ~1.6x with every statistic, and an
 #: unrecorded step pays only a fused norm of the gradients (the non-finite check, ~0.5 %).
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "every": DenseStart(n=20, dense=50),  # dense: the loss rules judge 50 rows (PLATEAU_STEPS)
+    "gradients_every": DenseStart(n=20, dense=50),  # dense: the loss rules judge 50 rows (PLATEAU_STEPS)
     "activations_every": 100,
     "updates_every": 100,
-    "time_every": 100,
+    "through_time_every": 100,
     "flush_every": 32,
     "max_rows": 4096,
     "log_path": None,
@@ -46,7 +47,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 #: Options for "every statistic on every step" (what the checkup uses).
-ALL_STATS: dict[str, Any] = {"every": 1, "activations_every": 1, "updates_every": 1, "time_every": 1}
+ALL_STATS: dict[str, Any] = {
+    "gradients_every": 1,
+    "activations_every": 1,
+    "updates_every": 1,
+    "through_time_every": 1,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,17 +60,17 @@ class Options:
     """The options of one monitor, checked and typed (see :class:`~gradmedic.monitor.Monitor`).
 
     Example:
-        >>> options = Options.parse({"every": 5, "flush_every": 8})
-        >>> options.every(10), options.every(11), options.flush_every
+        >>> options = Options.parse({"gradients_every": 5, "flush_every": 8})
+        >>> options.gradients_every(10), options.gradients_every(11), options.flush_every
         (True, False, 8)
-        >>> options.given["every"]
+        >>> options.given["gradients_every"]
         5
     """
 
-    every: Schedule
+    gradients_every: Schedule
     activations_every: Schedule
     updates_every: Schedule
-    time_every: Schedule
+    through_time_every: Schedule
     flush_every: int
     max_rows: int
     log_path: Path | None
@@ -82,10 +88,10 @@ class Options:
         """
         given = validate_options(options)
         return cls(
-            every=as_schedule(given["every"], "every"),
+            gradients_every=as_schedule(given["gradients_every"], "gradients_every"),
             activations_every=as_schedule(given["activations_every"], "activations_every"),
             updates_every=as_schedule(given["updates_every"], "updates_every"),
-            time_every=as_schedule(given["time_every"], "time_every"),
+            through_time_every=as_schedule(given["through_time_every"], "through_time_every"),
             flush_every=positive_int(given["flush_every"], "flush_every"),
             max_rows=positive_int(given["max_rows"], "max_rows"),
             log_path=log_path(given["log_path"]),
@@ -96,8 +102,14 @@ class Options:
         )
 
 
+#: Options renamed in 0.2 (old -> new): the old names work, with a DeprecationWarning, until 0.3.
+RENAMED_OPTIONS = {"every": "gradients_every", "time_every": "through_time_every"}
+
+
 def validate_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with the defaults filled in, after checking every name is known."""
+    """``options`` with the defaults filled in, after checking every name is known (an old name of
+    :data:`RENAMED_OPTIONS` is taken as its new one, with a ``DeprecationWarning``)."""
+    options = renamed_keyword(options, RENAMED_OPTIONS, "gradmedic.watch")
     unknown = [name for name in options if name not in DEFAULT_OPTIONS]
     if unknown:
         name = unknown[0]

@@ -6,7 +6,7 @@ such a step closes: an unrecorded step runs the model with no gradmedic hook in 
 recorded step a layer's forward hook puts a pre-hook on the autograd node that made its output
 (the backprop signal reaches it in the backward pass) and hands the output to the collector
 for the activation statistics; recurrent layers also feed the monitor's
-:class:`~gradmedic._time_recorder.TimeRecorder`. Models with bare weights get an
+:class:`~gradmedic._through_time_recorder.ThroughTimeRecorder`. Models with bare weights get an
 :class:`~gradmedic.op_layers.OpProbe` around their forward passes instead (op layers).
 
 Example:
@@ -14,7 +14,7 @@ Example:
     >>> from gradmedic import watch
     >>> from gradmedic.hooks import count_module_hooks
     >>> model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
-    >>> monitor = watch(model, every=2, activations_every=2)
+    >>> monitor = watch(model, gradients_every=2, activations_every=2)
     >>> count_module_hooks(model) > 0  # step 0 is recorded: hooks in place
     True
     >>> monitor.step()
@@ -254,7 +254,7 @@ class Probes:
     def _on_recurrent_forward(self, index: int, module: nn.Module, args: tuple[object, ...],
                               kwargs: dict[str, object], output: object) -> None:  # fmt: skip
         """Recurrent layers: the usual statistics, then the per-step signal and the gates (on the
-        ``time_every`` schedule)."""
+        ``through_time_every`` schedule)."""
         self._on_forward(index, module, args, output)
         monitor = self._monitor
         recorder = monitor._time

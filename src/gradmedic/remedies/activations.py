@@ -20,14 +20,14 @@ from ..errors import ConfigError
 from ..tracing import following_activations
 from .changes import Change, set_submodule
 
-#: The seed's choices, by name (``swish`` is SiLU), each made by the registry with its defaults
+#: The classic choices, by name (``swish`` is SiLU), each made by the registry with its defaults
 #: (LeakyReLU: ``negative_slope=0.01``).
 NEW_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     **{name: registry.by_name(name).make for name in ("relu", "leaky_relu", "elu", "selu", "silu")},
     "swish": registry.by_name("silu").make,
     "gelu": registry.by_name("gelu").make,
 }
-#: What is swapped by default: the two saturating activations the seed names.
+#: What is swapped by default: the two saturating activations (sigmoid, tanh).
 SATURATING: tuple[type[nn.Module], ...] = (
     *registry.by_name("sigmoid").modules,
     *registry.by_name("tanh").modules,

@@ -14,7 +14,7 @@ Example:
     >>> from torch import nn
     >>> model = nn.Linear(3, 1)
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    >>> clipper = clip_gradients(opt, mode="norm", max_norm=0.5)
+    >>> clipper = install_gradient_clipping(opt, mode="norm", max_norm=0.5)
     >>> model(torch.full((4, 3), 100.0)).sum().backward()
     >>> opt.step()
     >>> clipper.clipped_steps, round(clipper.last_total_norm(), 1) > 0.5
@@ -29,6 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from .._deprecation import module_getattr
 from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from .changes import Change
@@ -141,7 +142,7 @@ class GradientClipper:
         return Change(Family.CLIPPING, "(optimizer)", f"{self.mode} clipping, {settings[self.mode]}")
 
 
-def clip_gradients(
+def install_gradient_clipping(
     optimizer: torch.optim.Optimizer,
     mode: str = "norm",
     max_norm: float = 1.0,
@@ -151,7 +152,16 @@ def clip_gradients(
     """Install gradient clipping on ``optimizer`` (a step pre-hook); return the clipper."""
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(
-            "clip_gradients needs the torch.optim.Optimizer that trains the model, "
+            "install_gradient_clipping needs the torch.optim.Optimizer that trains the model, "
             f"got {type(optimizer).__name__}"
         )
     return GradientClipper(optimizer, mode, max_norm, clip_value, clipping)
+
+
+# Old names, kept for one release (see gradmedic._deprecation).
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "clip_gradients": ("install_gradient_clipping", lambda: install_gradient_clipping),
+    },
+)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import registry
+from .._deprecation import module_getattr
 from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from ..layers import find_layers
@@ -39,7 +40,7 @@ KEEP_AS_IS = (*registry.NORM_TYPES, nn.Embedding, nn.PReLU)
 RELU_LIKE = registry.names(*registry.HE_FAMILIES)
 SCHEMES = ("auto", "xavier", "xavier_uniform", "xavier_normal", "kaiming", "he", "kaiming_uniform",
            "kaiming_normal", "lecun", "orthogonal", "lsuv")  # fmt: skip
-DEEP = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
+ORTHOGONAL_FROM_DEPTH = 10  # from this many weight layers on, tanh/sigmoid stacks get orthogonal weights
 #: Saturating activations whose outputs are not centred on 0 (a sigmoid averages 0.5, with slope
 #: 1/4 at most): no data-free scale suits the layers before them (from ~8 layers); with data, auto
 #: centres each unit and scales the layer to unit output variance (LSUV with centring). Read from
@@ -146,7 +147,7 @@ def reinit(
     weights = sum(isinstance(modules[n], WEIGHT_LAYERS) for n in chosen) + sum(
         op.type in WEIGHT_OP_TYPES for op in ops
     )
-    deep = weights >= DEEP
+    deep = weights >= ORTHOGONAL_FROM_DEPTH
     centred = scheme == "auto" and data is not None  # then sigmoid layers get the centred rescaling
     slopes = _leaky_slopes(model)
     changes = []
@@ -264,3 +265,12 @@ def _reinit_layer(
         with torch.no_grad():
             module.bias.zero_()
     return Change(Family.INIT, name, f"{used} ({activation or 'no activation'})")
+
+
+# Old names, kept for one release (see gradmedic._deprecation).
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "DEEP": ("ORTHOGONAL_FROM_DEPTH", lambda: ORTHOGONAL_FROM_DEPTH),
+    },
+)

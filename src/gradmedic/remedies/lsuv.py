@@ -26,14 +26,15 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .. import registry
+from .._deprecation import module_getattr
 from ..diagnosis.findings import Family
 from ..hooks import HookSet
 from ..op_layers import OpLayer, leaf_of, leaf_tensors, op_type, operands
-from ..running import dry_run
+from ..running import forward_without_grad
 from .changes import Change
 
 #: Layers LSUV rescales: the registry's weight layers (their output is linear in the weight).
-CALIBRATED = registry.WEIGHT_TYPES
+LSUV_LAYER_TYPES = registry.WEIGHT_TYPES
 TINY = 1e-12
 TOLERANCE = 0.05
 MAX_ITERATIONS = 10
@@ -64,9 +65,9 @@ def rescale_to_unit_variance(
     found: dict[str, str] = {}
     hooks = HookSet()
     for name in names:
-        if isinstance(modules.get(name), CALIBRATED):
+        if isinstance(modules.get(name), LSUV_LAYER_TYPES):
             hooks.add(modules[name].register_forward_hook(_calibrate(name, center, found)))
-    dry_run(model, data, hooks)
+    forward_without_grad(model, data, hooks)
     return [
         Change(Family.INIT, name, found[name]) if name in found else _skip(name, modules.get(name))
         for name in names
@@ -74,7 +75,7 @@ def rescale_to_unit_variance(
 
 
 def _skip(name: str, module: nn.Module | None) -> Change:
-    if not isinstance(module, CALIBRATED):
+    if not isinstance(module, LSUV_LAYER_TYPES):
         return Change(Family.INIT, name, f"lsuv: no rescaling for {type(module).__name__}", skipped=True)
     return Change(Family.INIT, name, "lsuv: not called in the forward pass on the data", skipped=True)
 
@@ -168,7 +169,7 @@ def rescale_op_layers(model: nn.Module, data: Any, ops: list[OpLayer], center: b
     """
     calibrator = _OpCalibrator(leaf_tensors(model), ops, center)
     with calibrator:
-        dry_run(model, data)
+        forward_without_grad(model, data)
     return [
         Change(Family.INIT, op.name, calibrator.found[op.name])
         if op.name in calibrator.found
@@ -230,5 +231,14 @@ class _OpCalibrator(TorchFunctionMode):
         return product * scale  # the code adds the bias (now set) itself
 
 
-#: Op layers whose output is linear in their weight (see :data:`CALIBRATED`).
+#: Op layers whose output is linear in their weight (see :data:`LSUV_LAYER_TYPES`).
 CALIBRATED_OPS = ("matmul", "linear", "addmm", "conv1d", "conv2d", "conv3d")
+
+
+# Old names, kept for one release (see gradmedic._deprecation).
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "CALIBRATED": ("LSUV_LAYER_TYPES", lambda: LSUV_LAYER_TYPES),
+    },
+)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..hooks import HookSet
 from ..layers import find_layers
 from ..op_layers import is_torch_layer
-from ..running import dry_run
+from ..running import forward_without_grad
 from .changes import Change, set_submodule
 
 NORM_TYPES = registry.NORM_TYPES
@@ -143,7 +143,7 @@ def _call_order(model: nn.Module, data: Any) -> list[str]:
     hooks = HookSet()
     for name, module in model.named_modules():
         hooks.add(module.register_forward_hook(lambda m, args, out, name=name: calls.append(name)))
-    dry_run(model, data, hooks)
+    forward_without_grad(model, data, hooks)
     return list(dict.fromkeys(calls))
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import registry
+from .._deprecation import module_getattr
 from ..diagnosis.findings import Family
 from ..errors import ConfigError
 from .changes import Change, set_submodule
@@ -141,7 +142,9 @@ def _set_memory_bias(module: nn.Module, values: object) -> None:
 
 
 @torch.no_grad()
-def forget_gate_bias(model: nn.Module, value: float | str = 1.0, max_len: int | None = None) -> list[Change]:
+def set_forget_gate_bias(
+    model: nn.Module, value: float | str = 1.0, max_len: int | None = None
+) -> list[Change]:
     """Set the LSTM forget-gate (GRU update-gate) bias: a constant, or ``"chrono"`` (Tallec &
     Ollivier, 2018: ``log(U(1, max_len - 1))``, and the LSTM input gate its negative), so the
     state is kept over about ``max_len`` steps at the start of training.
@@ -186,3 +189,12 @@ def recurrent_weights(model: nn.Module, scheme: str = "orthogonal") -> list[Chan
     """Re-initialise every recurrent layer: orthogonal (or identity) recurrent weights per gate."""
     changes = [init_recurrent(n, m, scheme) for n, m in model.named_modules() if registry.is_recurrent(m)]
     return changes or [Change(Family.INIT, "", "no recurrent layer to re-initialise", skipped=True)]
+
+
+# Old names, kept for one release (see gradmedic._deprecation).
+__getattr__ = module_getattr(
+    __name__,
+    {
+        "forget_gate_bias": ("set_forget_gate_bias", lambda: set_forget_gate_bias),
+    },
+)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .. import registry
 from ..diagnosis.findings import Family
 from ..hooks import HookSet
-from ..running import dry_run
+from ..running import forward_without_grad
 from .changes import Change
 
 WEIGHT_LAYERS = registry.WEIGHT_TYPES
@@ -122,7 +122,7 @@ def _block_shapes(model: nn.Module, data: Any) -> dict[str, bool]:
                 start, end = module[block[0]], module[block[-1]]
                 for handle in _watch_block(start, end, first, record):
                     hooks.add(handle)
-    dry_run(model, data, hooks)
+    forward_without_grad(model, data, hooks)
     return record
 
 

@@ -35,13 +35,13 @@ from .._providers import provided
 from ..diagnosis.checkups import checkup
 from ..diagnosis.findings import Family, Kind, Report, Severity
 from ..errors import ConfigError
-from ..running import LossFn, compute_loss, dry_run
+from ..running import LossFn, compute_loss, forward_without_grad
 from .activations import swap_activations
 from .changes import Change, applied, group_changes
 from .init import reinit
 from .lr import LRFinderResult, find_lr, sparse_gradient_layers, suggest_optimizer
 from .normalization import add_normalization
-from .recurrent import forget_gate_bias, swap_recurrent
+from .recurrent import set_forget_gate_bias, swap_recurrent
 from .residual import add_residual
 
 CLIP_NORM = 1.0
@@ -239,7 +239,7 @@ def _add_residual(model: nn.Module, inputs: Any, report: Report) -> list[Change]
 
 
 def _swap_recurrent(model: nn.Module, inputs: Any, report: Report) -> list[Change]:
-    return swap_recurrent(model, "lstm") + forget_gate_bias(model, 1.0)
+    return swap_recurrent(model, "lstm") + set_forget_gate_bias(model, 1.0)
 
 
 @dataclass(frozen=True)
@@ -323,10 +323,13 @@ def next_family(report: Report, allowed: tuple[str, ...], tried: set[str]) -> st
 def _try_family(state: _State, family: str, inputs: Any, targets: Tensor | None, loss_fn: LossFn | None,
                 shapes: list[tuple[int, ...]]) -> None:  # fmt: skip
     if _STEP_OF[family].apply is None:  # clipping: a training setting, nothing to check up again
-        state.changes.append(Change(Family.CLIPPING, "(training)", f"clip the gradient norm to {CLIP_NORM}: "
-                                    "gradmedic.clip_gradients(optimizer) or clip_grad_norm_"))  # fmt: skip
+        advice = (
+            f"clip the gradient norm to {CLIP_NORM}: "
+            "gradmedic.install_gradient_clipping(optimizer) or clip_grad_norm_"
+        )
+        state.changes.append(Change(Family.CLIPPING, "(training)", advice))
         return
-    backup = Snapshot(state.model)
+    backup = RestorePoint(state.model)
     changes = apply_family(state.model, family, inputs, state.report)
     made = applied(changes)
     state.changes += [c for c in changes if c.skipped]
@@ -382,7 +385,7 @@ def _better(after: Report, before: Report) -> bool:
     return now >= then and (after.healthy, now) > (before.healthy, then)
 
 
-class Snapshot:
+class RestorePoint:
     """A model's structure and values, to put back after a remedy that did not help.
 
     Restoring puts back the *same* module, parameter and buffer objects the model had (their
@@ -391,7 +394,7 @@ class Snapshot:
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(2, 2), nn.Tanh())
-        >>> weight, snapshot = model[0].weight, Snapshot(model)
+        >>> weight, snapshot = model[0].weight, RestorePoint(model)
         >>> model[0] = nn.Sequential(model[0], nn.LayerNorm(2))
         >>> _ = nn.init.zeros_(weight)
         >>> snapshot.restore()
@@ -433,7 +436,7 @@ def _own_tensors(module: nn.Module) -> list[Tensor]:
 
 def output_shapes(model: nn.Module, inputs: Any) -> list[tuple[int, ...]]:
     """Shapes of the tensors the model returns for ``inputs`` (the model is left as it was)."""
-    return [tuple(t.shape) for t in _tensors(dry_run(model, inputs))]
+    return [tuple(t.shape) for t in _tensors(forward_without_grad(model, inputs))]
 
 
 def _tensors(output: Any) -> list[Tensor]:

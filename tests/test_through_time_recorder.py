@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`gradmedic._time_recorder`: the per-step backprop signal of recurrent layers.
+"""Unit tests of :mod:`gradmedic._through_time_recorder`: the per-step backprop signal of recurrent layers.
 
 The recorder is driven directly (a forward hook calls it, as the monitor does), and each profile
 is checked against the gradient autograd gives at every hidden state of a hand-unrolled loop.
@@ -13,13 +13,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from gradmedic._time_recorder import TimeRecorder
+from gradmedic._through_time_recorder import ThroughTimeRecorder
 
 STEPS, BATCH, IN, HIDDEN = 6, 3, 2, 4
 
 
-def recording(module: nn.Module) -> tuple[TimeRecorder, torch.utils.hooks.RemovableHandle]:
-    recorder = TimeRecorder([0], 1)
+def recording(module: nn.Module) -> tuple[ThroughTimeRecorder, torch.utils.hooks.RemovableHandle]:
+    recorder = ThroughTimeRecorder([0], 1)
 
     def hook(m: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
         recorder.on_forward(0, m, args, kwargs, output)
@@ -97,7 +97,7 @@ def test_lstm_cell_loop_profile_and_forget_gate_statistics() -> None:
 def test_a_hand_written_recurrence_reported_per_op_call() -> None:
     w, u = torch.randn(IN, HIDDEN, requires_grad=True), torch.randn(HIDDEN, HIDDEN, requires_grad=True)
     x = torch.randn(BATCH, STEPS, IN)
-    recorder = TimeRecorder([0], 1)
+    recorder = ThroughTimeRecorder([0], 1)
     h = torch.zeros(BATCH, HIDDEN)
     hidden = []
     for t in range(STEPS):
@@ -126,7 +126,7 @@ def test_unscale_divides_the_squared_norms() -> None:
     np.testing.assert_allclose(gru_profile(rnn, x, 1024.0), plain, rtol=1e-6)
 
 
-def step_then_collect(rnn: nn.RNN, recorder: TimeRecorder) -> dict[str, tuple[Tensor, np.ndarray]]:
+def step_then_collect(rnn: nn.RNN, recorder: ThroughTimeRecorder) -> dict[str, tuple[Tensor, np.ndarray]]:
     out, _ = rnn(torch.randn(STEPS, BATCH, IN))
     out.sum().backward()
     with torch.no_grad():

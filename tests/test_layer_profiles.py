@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`gradmedic.profile`: one robust number per layer, read from a History."""
+"""Unit tests of :mod:`gradmedic.layer_profiles`: one robust number per layer, read from a History."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 from torch import nn
 
 from gradmedic.history import History
+from gradmedic.layer_profiles import Profile, layer_profile
 from gradmedic.layers import LayerInfo
-from gradmedic.profile import Profile, layer_profile
 from models import mlp, monitored_step, reference
 
 LAYERS = [

@@ -1,8 +1,8 @@
 """The monitor's bookkeeping for recurrent layers: per-step signal and gate statistics.
 
-A :class:`TimeRecorder` is created by the :class:`~gradmedic.monitor.Monitor` only when the model
+A :class:`ThroughTimeRecorder` is created by the :class:`~gradmedic.monitor.Monitor` only when the model
 has recurrent layers, and its forward hook is registered on those layers only, so other models
-pay nothing. On the steps its own schedule selects (the monitor's ``time_every``, every 100 steps by
+pay nothing. On the steps its own schedule selects (the monitor's ``through_time_every``, every 100 steps by
 default: the replay below costs about one more training step of the layer) it:
 
 * for an ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` call, keeps the input and initial state and the
@@ -76,7 +76,7 @@ def _sum_aligned(parts: list[Tensor]) -> Tensor:
     return total
 
 
-class TimeRecorder:
+class ThroughTimeRecorder:
     """Per-step signal and gate statistics of the recurrent layers of one monitor.
 
     Args:
