@@ -43,8 +43,8 @@ from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from ..op_layers import Discovery, FunctionModel, OpProbe, candidate_leaves, discover, extra_leaves
 from ..schedules import Schedule
-from . import amp
-from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
+from . import amp, fsdp
+from .distributed import REDUCTIONS, Reducer, StepValues, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
 from .options import Options, check_loss
@@ -131,7 +131,7 @@ class Monitor:
                 "gradmedic cannot watch a torch.compile'd module: watch the original model "
                 "(gradmedic.watch(model)) and compile it afterwards"
             )
-        refuse_sharded(model)
+        self._shards = fsdp.shard_sums(model)  # None unless sharded by fully_shard (FSDP2)
         _refuse_meta(model)
         opts = Options.parse(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
@@ -144,12 +144,16 @@ class Monitor:
         self._update_schedule: Schedule = opts.updates_every
         self._time_schedule: Schedule = opts.time_every
         self._flush_every = opts.flush_every
-        self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
+        # bare weights: op layers (see op_layers); under FSDP the weights a forward pass uses are
+        # gathered copies, so the modules holding them are the layers
+        self._op_candidates = bool(candidate_leaves(model)) and self._shards is None
         self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.given.items()}}
         modules = dict(model.named_modules())
         recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
+        if self._shards is not None:  # the replay through time would need the unsharded weights
+            recurrent = []
         self._history = History(self.layers, params, opts.max_rows, meta, time_layers=recurrent)
         self._time = TimeRecorder(recurrent, len(self.layers)) if recurrent else None
         self._log_path = opts.log_path
@@ -349,7 +353,10 @@ class Monitor:
     def _write_guard_event(self) -> None:
         """The first non-finite gradient of the unrecorded steps since the last flush, as an event
         (the parameter first met by the backward pass among those at fault)."""
-        found = self._guard.first_non_finite()
+        if self._shards is None:
+            found = self._guard.first_non_finite()
+        else:  # a collective: a non-finite shard on any rank is reported by all
+            found = self._guard.first_non_finite(len(self._history.params), self._shards.min_over_ranks)
         if found is None:
             return
         step, columns = found
@@ -765,7 +772,7 @@ class Monitor:
         if self._now.signal_on:
             self._put_gradients(record)
         else:  # unrecorded: one fused norm call, kept on the device, catches a non-finite gradient
-            self._guard.check(self._step, [p.grad for p in self._params])
+            self._guard.check(self._step, self._grads())
         if self._now.acts_on and self._now.low_dtype is not None:
             self._put_underflow(record)
         self._put_activations(record)
@@ -777,7 +784,24 @@ class Monitor:
 
     def _take_snapshot(self) -> None:
         if self._update_schedule(self._step) and self._optimizer_ref is not None:
-            self._snapshot = self._weights.take(self._params)
+            self._snapshot = self._weights.take(self._params, self._shards is not None)
+
+    def _grads(self) -> list[Tensor | None]:
+        """The parameters' gradients (under FSDP, this rank's shards of them)."""
+        if self._shards is None:
+            return [p.grad for p in self._params]
+        return fsdp.local_grads(self._params)
+
+    def _weight_tensors(self) -> list[Tensor]:
+        """The parameters (under FSDP, this rank's shards of them)."""
+        return self._params if self._shards is None else fsdp.local_params(self._params)
+
+    def _over_shards(self, then: functools.partial[None], *sums: Tensor) -> None:
+        """``then(*sums)`` now; under FSDP with ``sums`` summed over the ranks' shards, at the close."""
+        if self._shards is None:
+            then(*sums)
+        else:
+            self._shards.queue(then, *sums)
 
     def _refuse_unseen_forward(self) -> None:
         """Gradients without a forward pass through the hooks: compiled code ran instead (or a
@@ -800,6 +824,8 @@ class Monitor:
     def _close_step(self, loss: Tensor | float | None) -> None:
         record = self._now.record
         self._put_update_ratio(record)
+        if self._shards is not None:  # one collective for the step's sums over shards
+            self._shards.exchange()
         loss = loss if loss is not None else self._now.pending_loss
         if loss is not None and self._now.signal_on:
             record.put("loss", _as_row(loss), _ONE)
@@ -807,7 +833,7 @@ class Monitor:
             self._pending.append(record)
         self._last_closed = record
         if self._optimizer_ref is None and self._update_schedule(self._step):
-            self._snapshot = self._weights.take(self._params)
+            self._snapshot = self._weights.take(self._params, self._shards is not None)
         self._step += 1
         self._start_step()
         if self._reducer is not None:
@@ -856,7 +882,7 @@ class Monitor:
 
     def _put_gradients(self, record: StepRecord) -> None:
         """The backprop signal and the weight-gradient norms, from one fused norm call for both."""
-        grads = [p.grad for p in self._params]
+        grads = self._grads()
         with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
         present = grads if len(with_grad) == len(grads) else [grads[i] for i in with_grad]
         taken = self._signal.take(extra=present)  # type: ignore[arg-type]
@@ -889,7 +915,22 @@ class Monitor:
         """Per parameter and per layer (``sums``), the weight-gradient norm."""
         signals = len(taken.layers)
         assert taken.norms is not None
+        if self._shards is not None:  # squares of local shards: summed over the ranks first
+            self._shards.queue(functools.partial(self._put_shard_grads, record, with_grad), squares[signals:])
+            return
         per_param = squares[signals:].sqrt() if self._scaler is not None else taken.norms[signals:]
+        self._put_grad_norms(record, per_param, sums, with_grad)
+
+    def _put_shard_grads(self, record: StepRecord, with_grad: tuple[int, ...], squares: Tensor) -> None:
+        """FSDP: the weight-gradient norms from the squared norms of the parameters' gradients."""
+        groups = self._constant(tuple(self._param_layer[i] for i in with_grad), torch.long, squares.device)
+        sums = stats.grouped_sums(squares, groups, len(self.layers))
+        self._put_grad_norms(record, squares.sqrt(), sums, with_grad)
+
+    def _put_grad_norms(
+        self, record: StepRecord, per_param: Tensor, sums: Tensor, with_grad: tuple[int, ...]
+    ) -> None:
+        """Record the norms per parameter (``per_param``, of those in ``with_grad``) and per layer."""
         if len(with_grad) < len(self._params):  # zeros where there is no gradient (masked out)
             where = self._constant(with_grad, torch.long, per_param.device)
             per_param = per_param.new_zeros(len(self._params)).index_copy_(0, where, per_param)
@@ -913,11 +954,11 @@ class Monitor:
         scale), so a gradient already unscaled is compared with ``tiny / scale``.
         """
         assert self._now.low_dtype is not None
-        params = self._params
-        with_grad = [i for i, p in enumerate(params) if p.grad is not None and p.grad.is_floating_point()]
+        all_grads = self._grads()
+        with_grad = [i for i, g in enumerate(all_grads) if g is not None and g.is_floating_point()]
         if not with_grad:
             return
-        grads = [self._params[i].grad for i in with_grad]
+        grads = [all_grads[i] for i in with_grad]
         tiny: Tensor | float = torch.finfo(self._now.low_dtype).tiny
         scale = self._grad_scale()
         if scale is not None and not self._weight_grads_scaled():
@@ -926,9 +967,14 @@ class Monitor:
         groups = self._constant(tuple(self._param_layer[i] for i in with_grad), torch.long, under.device)
         n = len(self.layers)
         under, nonzero = stats.grouped_sums(under, groups, n), stats.grouped_sums(nonzero, groups, n)
-        fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
         observed = np.zeros(n, dtype=bool)
         observed[[self._param_layer[i] for i in with_grad]] = True
+        self._over_shards(functools.partial(self._put_underflow_fraction, record, observed), under, nonzero)
+
+    def _put_underflow_fraction(
+        self, record: StepRecord, observed: np.ndarray, under: Tensor, nonzero: Tensor
+    ) -> None:
+        fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
         record.put("grad_underflow", fraction, observed)
 
     def _put_activations(self, record: StepRecord) -> None:
@@ -961,18 +1007,25 @@ class Monitor:
         trainable, before = self._weights.indices, self._weights.buffers
         if not trainable:  # nothing to measure (a model whose op layers were never called)
             return
-        after = [self._params[i].detach() for i in trainable]
+        weights = self._weight_tensors()
+        after = [weights[i].detach() for i in trainable]
         weight_sq = stats.squared_norms(before)
         torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
         delta_sq = stats.squared_norms(before)
         groups = self._constant(tuple(self._param_layer[i] for i in trainable), torch.long, delta_sq.device)
         n = len(self.layers)
         weight_sq = stats.grouped_sums(weight_sq, groups, n)
-        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt_()
-        ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
+        delta_sq = stats.grouped_sums(delta_sq, groups, n)
         observed = self._layer_mask(tuple(sorted({self._param_layer[i] for i in trainable})))
         if self._optimizer_ref is None:  # the update measured now was made from the last step
             record = self._pending_record_of_last_step()
+        self._over_shards(functools.partial(self._put_ratio, record, observed), weight_sq, delta_sq)
+
+    def _put_ratio(
+        self, record: StepRecord, observed: np.ndarray, weight_sq: Tensor, delta_sq: Tensor
+    ) -> None:
+        ratio = (delta_sq / weight_sq).sqrt_()
+        ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
         record.put("update_ratio", ratio, observed)
 
     def _constant(self, values: tuple[Any, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -1022,10 +1075,12 @@ class _WeightCopy:
         self.indices: list[int] = []
         self.buffers: list[Tensor] = []
 
-    def take(self, params: list[Tensor]) -> bool:
-        """Copy the parameters that require a gradient; return True."""
+    def take(self, params: list[Tensor], sharded: bool = False) -> bool:
+        """Copy the parameters that require a gradient (``sharded``: their local shards); return True."""
         indices = [i for i, p in enumerate(params) if p.requires_grad]
         sources = [params[i].detach() for i in indices]
+        if sharded:
+            sources = fsdp.local_params(sources)
         if indices != self.indices or not _same_layout(self.buffers, sources):
             self.indices, self.buffers = indices, [torch.empty_like(t) for t in sources]
         if sources:
