@@ -2,8 +2,8 @@
 
 Its jobs live beside it in this package: the options and their checks (:mod:`.options`), the
 check of unrecorded steps (:mod:`.guard`), the copy to the host and the non-finite events
-(:mod:`.flush`), the GradScaler's private state (:mod:`.amp`) and the exchange between ranks
-(:mod:`.distributed`).
+(:mod:`.flush`), the GradScaler's private state (:mod:`.amp`), the exchange between ranks
+(:mod:`.distributed`) and the sums over the shards of a model sharded by ``fully_shard`` (:mod:`.fsdp`).
 
 Example:
     >>> from torch import nn
@@ -91,8 +91,9 @@ class Monitor:
             are divided by its scale (a device tensor: no host synchronisation), and steps it
             skips (non-finite gradients) are left out when the optimizer is given.
         distributed: ``"auto"`` (reduce over ranks when ``model`` is a
-            ``DistributedDataParallel`` in a process group of several ranks), ``True`` or
-            ``False``; see :mod:`gradmedic.monitor.distributed`.
+            ``DistributedDataParallel``, or sharded by ``fully_shard``, in a process group of
+            several ranks), ``True`` or ``False``; see :mod:`gradmedic.monitor.distributed` and
+            :mod:`gradmedic.monitor.fsdp`.
 
     A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
 

@@ -21,6 +21,10 @@ How each statistic is combined over the ranks that recorded it on that step
 
 Metrics without a rule in :data:`REDUCTIONS` (added by later versions) are rank 0's own values.
 
+A model sharded by FSDP2's ``fully_shard`` is reduced the same way, after its weight-gradient
+norms, update ratios and underflow fractions were made exact (the same on every rank) by
+summing the shards' sums of squares over the mesh (:mod:`gradmedic.monitor.fsdp`).
+
 No deadlock when a rank skips a step: the exchange is driven by each rank's own step count, on
 a process group separate from DDP's, and is asynchronous, so a rank that is one step behind
 (it skipped ``optimizer.step()``) joins the exchange one step later while the others go on
