@@ -148,6 +148,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         _save(out, f"plain{rank}", _train(_shard(_model()), None))
         _mixed_precision(out, rank)
         _nan_in_one_shard(out, rank)
+        _bare_weight_and_recurrent_layer(out, rank)
         _refusals(out, rank)
     finally:
         dist.destroy_process_group()
@@ -172,6 +173,40 @@ def _nan_in_one_shard(out: Path, rank: int) -> None:
     watch = dict(every=lambda s: s == 0, activations_every=None, updates_every=None, flush_every=100)
     result = _train(model, watch, steps=NAN_STEP + 2, before_step=poison)
     _save(out, f"nan{rank}", {"events": [e.to_dict() for e in result["history"].non_finite]})
+
+
+class _Net(nn.Module):
+    """A GRU and a bare weight used by ``@``: module layers under FSDP (op layers need unsharded weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.gru = nn.GRU(3, 5, batch_first=True)
+        self.head = nn.Parameter(torch.randn(5, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return out[:, -1] @ self.head
+
+
+def _bare_weight_and_recurrent_layer(out: Path, rank: int) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    model = _Net()
+    fully_shard(model.gru)
+    fully_shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reference = []
+    with gradmedic.watch(model, opt, every=1, time_every=1) as monitor:
+        for step in range(2):
+            gen = torch.Generator().manual_seed(step)
+            x, y = torch.randn(4, 7, 3, generator=gen), torch.randn(4, 1, generator=gen)
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            reference.append(_full_norms(model, grads=True))
+            opt.step()
+    monitor.history.save(out / f"net{rank}.jsonl")
+    (out / f"net{rank}.json").write_text(json.dumps({"ref_grads": reference}))
 
 
 def _refusals(out: Path, rank: int) -> None:
@@ -286,6 +321,23 @@ def test_a_nan_in_one_ranks_shard_is_reported_by_every_rank(fsdp_run):
         events = json.loads((fsdp_run / f"nan{rank}.json").read_text())["events"]
         guard = [e for e in events if e["metric"] == "param_grad_norm"]
         assert guard and guard[0]["step"] == NAN_STEP and guard[0]["layer"] == NAN_PARAM, events
+
+
+def test_bare_weights_and_recurrent_layers_are_measured_as_module_layers(fsdp_run):
+    for rank in range(2):
+        data, history = _load(fsdp_run, f"net{rank}")
+        assert history is not None
+        assert [(lay.name, lay.type, lay.params) for lay in history.layers] == [
+            ("", "_Net", ["head"]),
+            ("gru", "GRU", ["gru.weight_ih_l0", "gru.weight_hh_l0", "gru.bias_ih_l0", "gru.bias_hh_l0"]),
+        ]
+        assert "time_signal" not in history.metrics  # the replay through time needs the full weights
+        steps, values = history.array("weight_grad_norm")
+        assert steps.tolist() == [0, 1]
+        for row, want in zip(values, data["ref_grads"]):
+            got = dict(zip([lay.name for lay in history.layers], row.tolist()))
+            assert got["gru"] == pytest.approx(want["gru"], rel=1e-5)
+            assert got[""] == pytest.approx(want["head"], rel=1e-5)  # _full_norms names it by its prefix
 
 
 def test_fsdp1_and_unreduced_sharded_runs_are_refused_with_the_fix(fsdp_run):
