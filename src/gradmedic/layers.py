@@ -59,6 +59,20 @@ def is_activation(module: nn.Module) -> bool:
     return registry.activation_of(module) is not None
 
 
+def layer_type(module: nn.Module) -> str:
+    """The class name of ``module``; of a module sharded by FSDP2's ``fully_shard`` (which makes its
+    class ``FSDP<Name>``, a subclass of ``FSDPModule`` and of the original), the original's.
+
+    Example:
+        >>> layer_type(nn.Linear(1, 1))
+        'Linear'
+    """
+    for cls in type(module).__mro__:
+        if not any(base.__name__ == "FSDPModule" for base in cls.__mro__):
+            return cls.__name__
+    return type(module).__name__
+
+
 def find_layers(model: nn.Module, required: bool = True) -> list[LayerInfo]:
     """List the module layers gradmedic observes in ``model``, in ``named_modules`` order.
 
@@ -73,9 +87,9 @@ def find_layers(model: nn.Module, required: bool = True) -> list[LayerInfo]:
     for name, module in model.named_modules():
         own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
         if is_activation(module):
-            layers.append(LayerInfo(name, type(module).__name__, "activation", own))
+            layers.append(LayerInfo(name, layer_type(module), "activation", own))
         elif own:
-            layers.append(LayerInfo(name, type(module).__name__, "param", own))
+            layers.append(LayerInfo(name, layer_type(module), "param", own))
     if not layers and required:
         raise ModelError(
             f"{type(model).__name__} has no parameters and no activation module to observe: "

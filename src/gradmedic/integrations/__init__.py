@@ -7,7 +7,7 @@ module                                      what                                
 :mod:`gradmedic.integrations.transformers`  ``GradMedicCallback`` for ``Trainer`` ``gradmedic[transformers]``
 :mod:`gradmedic.integrations.tensorboard`   ``TensorBoardSink``                   ``gradmedic[tensorboard]``
 :mod:`gradmedic.integrations.wandb`         ``WandbSink``                         ``gradmedic[wandb]``
-:mod:`gradmedic.integrations.distributed`   DDP reduction, FSDP refusal (now in   (torch only)
+:mod:`gradmedic.integrations.distributed`   DDP and FSDP2 reduction (now in       (torch only)
                                             :mod:`gradmedic.monitor.distributed`)
 =========================================== ===================================== ======================
 

@@ -6,7 +6,9 @@ gradients, and puts per-layer and per-parameter rows into the step's record: the
 signal and the weight-gradient norms from one fused norm call, the activation statistics, the
 gradient underflow of a low-precision run, and the update ratio across the optimizer's step.
 Nothing here waits for the device; gradients still scaled by a GradScaler are unscaled through
-:class:`~gradmedic.monitor.amp.Scaler`.
+:class:`~gradmedic.monitor.amp.Scaler`. Under FSDP2 (``fully_shard``) it measures this rank's
+shards and queues their sums of squares on a :class:`~gradmedic.monitor.fsdp.ShardSums`, which
+adds them up over the mesh when the step closes, then puts the exact rows.
 
 Example:
     >>> import torch
@@ -25,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -36,6 +39,7 @@ from .. import stats
 from .._activation_buffer import COPY_BELOW_BYTES, ActivationBuffer
 from .._signal_buffer import SignalBuffer, SignalNorms
 from ..layers import LayerInfo
+from . import fsdp
 from .amp import Scaler
 from .flush import StepRecord
 from .step_state import StepState
@@ -54,11 +58,13 @@ class Collector:
     Args:
         layers: the monitor's layers (the same list: op layers found later appear in it).
         scaler: the run's GradScaler, if any, seen through :class:`~gradmedic.monitor.amp.Scaler`.
+        shards: the sums over shards of a model sharded by ``fully_shard`` (FSDP2), else ``None``.
     """
 
-    def __init__(self, layers: list[LayerInfo], scaler: Scaler) -> None:
+    def __init__(self, layers: list[LayerInfo], scaler: Scaler, shards: fsdp.ShardSums | None = None) -> None:
         self.layers = layers
         self.scaler = scaler
+        self.shards = shards
         self.signal = SignalBuffer()  #: output gradients held through the backward pass
         self.act_copies = ActivationBuffer()  #: small accelerator outputs, measured together
         self.params: list[Tensor] = []  # the parameters, then the op layers' other leaf tensors
@@ -87,11 +93,30 @@ class Collector:
         self.params, self.snapshot, self.weights = [], False, WeightCopy()
         self._constants, self._scratch, self._scratch_views = {}, None, {}
 
+    # -- sharded parameters (FSDP2) --------------------------------------------------------
+
+    def grads(self) -> list[Tensor | None]:
+        """The parameters' gradients (under FSDP, this rank's shards of them)."""
+        if self.shards is None:
+            return [p.grad for p in self.params]
+        return fsdp.local_grads(self.params)
+
+    def _weight_tensors(self) -> list[Tensor]:
+        """The parameters (under FSDP, this rank's shards of them)."""
+        return self.params if self.shards is None else fsdp.local_params(self.params)
+
+    def _over_shards(self, then: functools.partial[None], *sums: Tensor) -> None:
+        """``then(*sums)`` now; under FSDP with ``sums`` summed over the ranks' shards, at the close."""
+        if self.shards is None:
+            then(*sums)
+        else:
+            self.shards.queue(then, *sums)
+
     # -- backprop signal and weight gradients ----------------------------------------------
 
     def put_gradients(self, record: StepRecord) -> None:
         """The backprop signal and the weight-gradient norms, from one fused norm call for both."""
-        grads = [p.grad for p in self.params]
+        grads = self.grads()
         with_grad = tuple(i for i, g in enumerate(grads) if g is not None)
         present = grads if len(with_grad) == len(grads) else [grads[i] for i in with_grad]
         taken = self.signal.take(extra=present)  # type: ignore[arg-type]
@@ -129,7 +154,22 @@ class Collector:
         """Per parameter and per layer (``sums``), the weight-gradient norm."""
         signals = len(taken.layers)
         assert taken.norms is not None
+        if self.shards is not None:  # squares of local shards: summed over the ranks first
+            self.shards.queue(functools.partial(self._put_shard_grads, record, with_grad), squares[signals:])
+            return
         per_param = squares[signals:].sqrt() if self.scaler.active else taken.norms[signals:]
+        self._put_grad_norms(record, per_param, sums, with_grad)
+
+    def _put_shard_grads(self, record: StepRecord, with_grad: tuple[int, ...], squares: Tensor) -> None:
+        """FSDP: the weight-gradient norms from the squared norms of the parameters' gradients."""
+        groups = self.constant(tuple(self.param_layer[i] for i in with_grad), torch.long, squares.device)
+        sums = stats.grouped_sums(squares, groups, len(self.layers))
+        self._put_grad_norms(record, squares.sqrt(), sums, with_grad)
+
+    def _put_grad_norms(
+        self, record: StepRecord, per_param: Tensor, sums: Tensor, with_grad: tuple[int, ...]
+    ) -> None:
+        """Record the norms per parameter (``per_param``, of those in ``with_grad``) and per layer."""
         if len(with_grad) < len(self.params):  # zeros where there is no gradient (masked out)
             where = self.constant(with_grad, torch.long, per_param.device)
             per_param = per_param.new_zeros(len(self.params)).index_copy_(0, where, per_param)
@@ -152,12 +192,11 @@ class Collector:
         Measured on the values as the backward pass made them (scaled by the GradScaler's
         scale), so a gradient already unscaled is compared with ``tiny / scale``.
         """
-        with_grad = [
-            i for i, p in enumerate(self.params) if p.grad is not None and p.grad.is_floating_point()
-        ]
+        all_grads = self.grads()
+        with_grad = [i for i, g in enumerate(all_grads) if g is not None and g.is_floating_point()]
         if not with_grad:
             return
-        grads = [self.params[i].grad for i in with_grad]
+        grads = [all_grads[i] for i in with_grad]
         tiny: Tensor | float = torch.finfo(low_dtype).tiny
         scale = self.scaler.scale()
         if scale is not None and not self.scaler.grads_scaled():
@@ -166,10 +205,9 @@ class Collector:
         groups = self.constant(tuple(self.param_layer[i] for i in with_grad), torch.long, under.device)
         n = len(self.layers)
         under, nonzero = stats.grouped_sums(under, groups, n), stats.grouped_sums(nonzero, groups, n)
-        fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
         observed = np.zeros(n, dtype=bool)
         observed[[self.param_layer[i] for i in with_grad]] = True
-        record.put("grad_underflow", fraction, observed)
+        self._over_shards(functools.partial(_put_underflow_fraction, record, observed), under, nonzero)
 
     # -- activations -----------------------------------------------------------------------
 
@@ -225,28 +263,34 @@ class Collector:
     # -- update ratio ----------------------------------------------------------------------
 
     def take_snapshot(self) -> None:
-        """Copy the weights before the update (for :meth:`update_ratio`)."""
-        self.snapshot = self.weights.take(self.params)
+        """Copy the weights before the update (for :meth:`update_sums`; under FSDP, the local shards)."""
+        self.snapshot = self.weights.take(self.params, self.shards is not None)
 
-    def update_ratio(self) -> tuple[Tensor, np.ndarray] | None:
-        """Per layer, ``||w_after - w_before|| / ||w_before||`` across the update since the
-        snapshot, and the observed mask; None without a snapshot."""
+    def update_sums(self) -> tuple[Tensor, Tensor, np.ndarray] | None:
+        """Per layer, the squared norms of the weights before the update since the snapshot and of
+        that update (under FSDP, of this rank's shards), and the observed mask; None without a snapshot."""
         if not self.snapshot:
             return None
         self.snapshot = False
         trainable, before = self.weights.indices, self.weights.buffers
         if not trainable:  # nothing to measure (a model whose op layers were never called)
             return None
-        after = [self.params[i].detach() for i in trainable]
+        weights = self._weight_tensors()
+        after = [weights[i].detach() for i in trainable]
         weight_sq = stats.squared_norms(before)
         torch._foreach_sub_(before, after)  # the copy becomes the update (its sign does not matter)
         delta_sq = stats.squared_norms(before)
         groups = self.constant(tuple(self.param_layer[i] for i in trainable), torch.long, delta_sq.device)
         n = len(self.layers)
         weight_sq = stats.grouped_sums(weight_sq, groups, n)
-        ratio = (stats.grouped_sums(delta_sq, groups, n) / weight_sq).sqrt_()
-        ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
-        return ratio, self.layer_mask(tuple(sorted({self.param_layer[i] for i in trainable})))
+        delta_sq = stats.grouped_sums(delta_sq, groups, n)
+        return weight_sq, delta_sq, self.layer_mask(tuple(sorted({self.param_layer[i] for i in trainable})))
+
+    def put_update_ratio(self, record: StepRecord, sums: tuple[Tensor, Tensor, np.ndarray]) -> None:
+        """Per layer, ``||w_after - w_before|| / ||w_before||`` from :meth:`update_sums` (under FSDP,
+        once they are summed over the ranks)."""
+        weight_sq, delta_sq, observed = sums
+        self._over_shards(functools.partial(_put_ratio, record, observed), weight_sq, delta_sq)
 
     # -- small constants and masks ---------------------------------------------------------
 
@@ -302,15 +346,28 @@ class WeightCopy:
         self.indices: list[int] = []
         self.buffers: list[Tensor] = []
 
-    def take(self, params: list[Tensor]) -> bool:
-        """Copy the parameters that require a gradient; return True."""
+    def take(self, params: list[Tensor], sharded: bool = False) -> bool:
+        """Copy the parameters that require a gradient (``sharded``: their local shards); return True."""
         indices = [i for i, p in enumerate(params) if p.requires_grad]
         sources = [params[i].detach() for i in indices]
+        if sharded:
+            sources = fsdp.local_params(sources)
         if indices != self.indices or not _same_layout(self.buffers, sources):
             self.indices, self.buffers = indices, [torch.empty_like(t) for t in sources]
         if sources:
             torch._foreach_copy_(self.buffers, sources)
         return True
+
+
+def _put_underflow_fraction(record: StepRecord, observed: np.ndarray, under: Tensor, nonzero: Tensor) -> None:
+    fraction = torch.where(nonzero > 0, under / nonzero.clamp(min=1), torch.nan)
+    record.put("grad_underflow", fraction, observed)
+
+
+def _put_ratio(record: StepRecord, observed: np.ndarray, weight_sq: Tensor, delta_sq: Tensor) -> None:
+    ratio = (delta_sq / weight_sq).sqrt_()
+    ratio = torch.where(weight_sq > 0, ratio, torch.nan)  # undefined for all-zero weights
+    record.put("update_ratio", ratio, observed)
 
 
 def _same_layout(buffers: list[Tensor], sources: list[Tensor]) -> bool:

@@ -5,8 +5,9 @@ Each job lives in its own module: the options and their checks (:mod:`.options`)
 placement and the hook callbacks (:mod:`.probes`), a fresh state per step (:mod:`.step_state`),
 the assembly of a step's statistics (:mod:`.collect`), the check of unrecorded steps
 (:mod:`.guard`), the GradScaler's private state (:mod:`.amp`), the copy to the host and the
-non-finite events (:mod:`.flush`) and the exchange between ranks (:mod:`.distributed`). The
-monitor keeps the step bookkeeping: which step is open, when it closes, what is pending.
+non-finite events (:mod:`.flush`), the exchange between ranks (:mod:`.distributed`) and the
+sums over the shards of a model sharded by ``fully_shard`` (:mod:`.fsdp`). The monitor keeps
+the step bookkeeping: which step is open, when it closes, what is pending.
 
 Example:
     >>> from torch import nn
@@ -37,9 +38,9 @@ from ..hooks import HookSet
 from ..layers import RECURRENT_TYPES, LayerInfo, find_layers, require_module
 from ..op_layers import Discovery, FunctionModel, candidate_leaves, extra_leaves
 from ..schedules import Schedule
-from . import amp, compiled
+from . import amp, compiled, fsdp
 from .collect import ONE, Collector, as_row
-from .distributed import REDUCTIONS, Reducer, StepValues, refuse_sharded, wants_reduction
+from .distributed import REDUCTIONS, Reducer, StepValues, wants_reduction
 from .flush import StepRecord, backward_param_order, flush_records
 from .guard import GradientGuard
 from .options import Options, check_loss
@@ -74,8 +75,9 @@ class Monitor:
             are divided by its scale (a device tensor: no host synchronisation), and steps it
             skips (non-finite gradients) are left out when the optimizer is given.
         distributed: ``"auto"`` (reduce over ranks when ``model`` is a
-            ``DistributedDataParallel`` in a process group of several ranks), ``True`` or
-            ``False``; see :mod:`gradmedic.monitor.distributed`.
+            ``DistributedDataParallel``, or sharded by ``fully_shard``, in a process group of
+            several ranks), ``True`` or ``False``; see :mod:`gradmedic.monitor.distributed` and
+            :mod:`gradmedic.monitor.fsdp`.
 
     A schedule is a positive step interval, ``"log"``, ``None`` (off) or a function step -> bool.
 
@@ -110,7 +112,7 @@ class Monitor:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any):
         require_module(model)
         model = _uncompiled(model)
-        refuse_sharded(model)
+        self._shards = fsdp.shard_sums(model)  # None unless sharded by fully_shard (FSDP2)
         _refuse_meta(model)
         opts = Options.parse(options)
         if optimizer is not None:  # before weakref.ref(optimizer), which fails on a non-optimizer
@@ -123,12 +125,16 @@ class Monitor:
         self._update_schedule: Schedule = opts.updates_every
         self._time_schedule: Schedule = opts.through_time_every
         self._flush_every = opts.flush_every
-        self._op_candidates = bool(candidate_leaves(model))  # bare weights: op layers (see op_layers)
+        # bare weights: op layers (see op_layers); under FSDP the weights a forward pass uses are
+        # gathered copies, so the modules holding them are the layers
+        self._op_candidates = bool(candidate_leaves(model)) and self._shards is None
         self.layers: list[LayerInfo] = find_layers(model, required=not self._op_candidates)
         params = [name for name, _ in model.named_parameters()]
         meta = {"model": type(model).__name__, "options": {k: repr(v) for k, v in opts.given.items()}}
         modules = dict(model.named_modules())
         recurrent = [i for i, lay in enumerate(self.layers) if isinstance(modules[lay.name], RECURRENT_TYPES)]
+        if self._shards is not None:  # the replay through time would need the unsharded weights
+            recurrent = []
         self._history = History(self.layers, params, opts.max_rows, meta, time_layers=recurrent)
         self._time = ThroughTimeRecorder(recurrent, len(self.layers)) if recurrent else None
         self._log_path = opts.log_path
@@ -141,7 +147,7 @@ class Monitor:
         self._writer = self._reducer is None or self._reducer.rank == 0
         self._hooks = HookSet()  # the optimizer's step hooks: in place while attached
         self._probes = Probes(self)  # the model's hooks: in place for recorded steps only
-        self._collect = Collector(self.layers, amp.Scaler(self._scaler, self._optimizer_ref))
+        self._collect = Collector(self.layers, amp.Scaler(self._scaler, self._optimizer_ref), self._shards)
         self._guard = GradientGuard()
         self._is_activation = [layer.kind == "activation" for layer in self.layers]
         self._attached = False
@@ -296,7 +302,10 @@ class Monitor:
     def _write_guard_event(self) -> None:
         """The first non-finite gradient of the unrecorded steps since the last flush, as an event
         (the parameter first met by the backward pass among those at fault)."""
-        found = self._guard.first_non_finite()
+        if self._shards is None:
+            found = self._guard.first_non_finite()
+        else:  # a collective: a non-finite shard on any rank is reported by all
+            found = self._guard.first_non_finite(len(self._history.params), self._shards.min_over_ranks)
         if found is None:
             return
         step, columns = found
@@ -482,7 +491,7 @@ class Monitor:
         if self._now.signal_on:
             self._collect.put_gradients(record)
         else:  # unrecorded: one fused norm call, kept on the device, catches a non-finite gradient
-            self._guard.check(self._step, [p.grad for p in self._collect.params])
+            self._guard.check(self._step, self._collect.grads())
         if self._now.acts_on and self._now.low_dtype is not None:
             self._collect.put_underflow(record, self._now.low_dtype)
         self._collect.put_activations(record, self._now)
@@ -519,6 +528,8 @@ class Monitor:
     def _close_step(self, loss: Tensor | float | None) -> None:
         record = self._now.record
         self._put_update_ratio(record)
+        if self._shards is not None:  # one collective for the step's sums over shards
+            self._shards.exchange()
         loss = loss if loss is not None else self._now.pending_loss
         if loss is not None and self._now.signal_on:
             record.put("loss", as_row(loss), ONE)
@@ -536,12 +547,12 @@ class Monitor:
 
     def _put_update_ratio(self, record: StepRecord) -> None:
         """The update ratio across the update just made (without an optimizer: made since the last step)."""
-        ratio = self._collect.update_ratio()
-        if ratio is None:
+        sums = self._collect.update_sums()
+        if sums is None:
             return
         if self._optimizer_ref is None:  # the update measured now was made from the last step
             record = self._pending_record_of_last_step()
-        record.put("update_ratio", *ratio)
+        self._collect.put_update_ratio(record, sums)
 
     def _exchange(self) -> None:
         """Distributed: send a complete window to the other ranks; write what has come back."""

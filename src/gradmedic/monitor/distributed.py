@@ -21,6 +21,10 @@ How each statistic is combined over the ranks that recorded it on that step
 
 Metrics without a rule in :data:`REDUCTIONS` (added by later versions) are rank 0's own values.
 
+A model sharded by FSDP2's ``fully_shard`` is reduced the same way, after its weight-gradient
+norms, update ratios and underflow fractions were made exact (the same on every rank) by
+summing the shards' sums of squares over the mesh (:mod:`gradmedic.monitor.fsdp`).
+
 No deadlock when a rank skips a step: the exchange is driven by each rank's own step count, on
 a process group separate from DDP's, and is asynchronous, so a rank that is one step behind
 (it skipped ``optimizer.step()``) joins the exchange one step later while the others go on
@@ -53,46 +57,80 @@ from ..metrics import METRICS
 #: :data:`gradmedic.metrics.METRICS`, in its order: the order of the packed buffer on every rank).
 REDUCTIONS: dict[str, str] = {name: m.reduction for name, m in METRICS.items() if m.reduction is not None}
 
-#: Class names that mark a sharded model (FSDP1, FSDP2's ``fully_shard``) or sharded parameters.
-SHARDED_CLASSES = frozenset({"FullyShardedDataParallel", "FSDPModule"})
-
 #: A step's values as the monitor keeps them: step, metric -> values, metric -> observed mask.
 StepValues = tuple[int, dict[str, Tensor], dict[str, np.ndarray]]
 
 
 def refuse_sharded(model: nn.Module) -> None:
-    """Raise :class:`UnsupportedError` if ``model`` is (or holds) an FSDP module or DTensor parameters.
+    """Raise :class:`UnsupportedError` if ``model`` is sharded in a way gradmedic cannot measure exactly.
 
-    Sharded parameters hold a slice of each weight on each rank: per-layer weight-gradient norms
-    would need a reduction per parameter that gradmedic does not do, so it refuses rather than
-    report the norm of a shard.
+    FSDP2 (``fully_shard``, parameters that are DTensors sharded on a 1-D device mesh) is
+    supported: each rank's sums of squares over its shards are summed over the mesh (see
+    :mod:`gradmedic.monitor.fsdp`). Refused: FSDP1 (``FullyShardedDataParallel``, which flattens
+    the parameters, so their names and per-layer norms are lost), other DTensor layouts (tensor
+    parallelism, HSDP's 2-D mesh), and a model with some parameters sharded and others not.
 
     Example:
         >>> refuse_sharded(nn.Linear(2, 2)) is None
         True
     """
-    sharded = next(
+    fsdp1 = next(
         (
             name
             for name, module in model.named_modules()
-            if any(cls.__name__ in SHARDED_CLASSES for cls in type(module).__mro__)
+            if any(cls.__name__ == "FullyShardedDataParallel" for cls in type(module).__mro__)
         ),
         None,
     )
-    dtensor = next((name for name, p in model.named_parameters() if type(p).__name__ == "DTensor"), None)
-    if sharded is None and dtensor is None:
+    if fsdp1 is not None:
+        where = f"module {fsdp1!r} of {type(model).__name__}" if fsdp1 else type(model).__name__
+        raise UnsupportedError(
+            f"gradmedic does not support FSDP1 ({where} is a FullyShardedDataParallel): it flattens "
+            "the parameters, so per-layer gradient norms are lost. Shard the model with FSDP2 "
+            "instead (torch.distributed.fsdp.fully_shard on each block, then on the root) and watch "
+            "it on every rank; DistributedDataParallel is supported too. Or run gradmedic.checkup "
+            "on the unsharded model before wrapping it"
+        )
+    dtensors = [(name, p) for name, p in model.named_parameters() if is_dtensor(p)]
+    if not dtensors:
         return
-    where = (
-        f"module {sharded!r} is sharded by FSDP"
-        if sharded is not None
-        else f"parameter {dtensor!r} is a DTensor"
-    )
-    raise UnsupportedError(
-        f"gradmedic does not support FSDP or other sharded parameters ({where}): a "
-        "rank holds only a shard of each weight, so its gradient norms would be wrong. Supported: "
-        "one process, and DistributedDataParallel (watch the DDP model on every rank). With FSDP, "
-        "run gradmedic.checkup on the unsharded model (e.g. on one process) before sharding it"
-    )
+    plain = next((name for name, p in model.named_parameters() if not is_dtensor(p)), None)
+    if plain is not None:
+        raise UnsupportedError(
+            f"parameter {plain!r} of {type(model).__name__} is not sharded while "
+            f"{dtensors[0][0]!r} is: call fully_shard(model) on the root module too (after its "
+            "blocks), so that every parameter is sharded, then watch the model"
+        )
+    mesh: Any = dtensors[0][1].device_mesh  # type: ignore[attr-defined]
+    for name, param in dtensors:
+        p: Any = param
+        if p.device_mesh != mesh or p.device_mesh.ndim != 1 or not all(x.is_shard() for x in p.placements):
+            raise UnsupportedError(
+                f"parameter {name!r} is a DTensor placed {tuple(p.placements)} on a "
+                f"{p.device_mesh.ndim}-D mesh: gradmedic measures FSDP2 (fully_shard) on one 1-D "
+                "mesh only, where every parameter is sharded over all of its ranks. Watch a model "
+                "sharded that way, or run gradmedic.checkup on the unsharded model"
+            )
+
+
+def is_dtensor(tensor: object) -> bool:
+    """Whether ``tensor`` is a DTensor (by class name: no import of ``torch.distributed.tensor``).
+
+    Example:
+        >>> is_dtensor(torch.ones(1))
+        False
+    """
+    return any(cls.__name__ == "DTensor" for cls in type(tensor).__mro__)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether any parameter of ``model`` is a DTensor (FSDP2's ``fully_shard``).
+
+    Example:
+        >>> is_sharded(nn.Linear(2, 2))
+        False
+    """
+    return any(is_dtensor(p) for p in model.parameters())
 
 
 def combine(sums: np.ndarray, counts: np.ndarray, how: str) -> np.ndarray:
@@ -110,14 +148,22 @@ def combine(sums: np.ndarray, counts: np.ndarray, how: str) -> np.ndarray:
 def wants_reduction(model: nn.Module, option: object) -> bool:
     """Whether a monitor should reduce over ranks, from the ``distributed`` option of ``watch()``.
 
-    ``"auto"``: when ``model`` is a ``DistributedDataParallel`` and the process group has more
-    than one rank. ``True``: always (the process group must be initialised). ``False``: never.
+    ``"auto"``: when ``model`` is a ``DistributedDataParallel`` or sharded by ``fully_shard``
+    (FSDP2) and the process group has more than one rank. ``True``: always (the process group
+    must be initialised). ``False``: never; refused for a sharded model, whose ranks must exchange
+    their shards' sums (see :mod:`gradmedic.monitor.fsdp`).
 
     Example:
         >>> wants_reduction(nn.Linear(1, 1), "auto")
         False
     """
     if option is False:
+        if is_sharded(model):
+            raise ConfigError(
+                f"distributed=False: {type(model).__name__} is sharded by fully_shard, so its "
+                "statistics need every rank. Leave distributed at 'auto' (or True) and watch the "
+                "model on every rank"
+            )
         return False
     available = torch.distributed.is_available() and torch.distributed.is_initialized()
     if option is True:
@@ -129,7 +175,7 @@ def wants_reduction(model: nn.Module, option: object) -> bool:
         return torch.distributed.get_world_size() > 1
     if option != "auto":
         raise ConfigError(f"distributed={option!r}: choose 'auto', True or False")
-    ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+    ddp = isinstance(model, nn.parallel.DistributedDataParallel) or is_sharded(model)
     return ddp and available and torch.distributed.get_world_size() > 1
 
 
@@ -321,4 +367,13 @@ def split_metrics(record: StepValues, reduced: Sequence[str]) -> tuple[StepValue
     )
 
 
-__all__ = ["REDUCTIONS", "Reducer", "combine", "refuse_sharded", "split_metrics", "wants_reduction"]
+__all__ = [
+    "REDUCTIONS",
+    "Reducer",
+    "combine",
+    "is_dtensor",
+    "is_sharded",
+    "refuse_sharded",
+    "split_metrics",
+    "wants_reduction",
+]

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -65,15 +65,24 @@ class GradientGuard:
         if len(self._rows) >= self._fold_every:
             self._fold()
 
-    def first_non_finite(self) -> tuple[int, list[int]] | None:
+    def first_non_finite(
+        self, width: int = 0, reduce: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[int, list[int]] | None:
         """The earliest step with a non-finite gradient and the parameters (indices) at fault,
-        or None; then start over. Reads one small tensor from the device (a synchronisation)."""
+        or None; then start over. Reads one small tensor from the device (a synchronisation).
+
+        ``reduce`` (with the number of parameters, ``width``) combines the per-parameter first
+        steps with the other ranks' (their minimum: a collective, called even when this rank
+        saw nothing), so that a non-finite gradient shard on one rank is reported by every rank.
+        """
         self._fold()
         first, self._first = self._first, None
+        if reduce is not None:
+            first = reduce(first if first is not None else torch.full((width,), _NEVER, dtype=torch.int64))
         if first is None:
             return None
         steps = first.cpu().tolist()
-        earliest = min(steps)
+        earliest = min(steps, default=_NEVER)
         if earliest == _NEVER:
             return None
         return earliest, [i for i, step in enumerate(steps) if step == earliest]
