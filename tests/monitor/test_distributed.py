@@ -1,5 +1,5 @@
 """DDP: statistics reduced over 2 gloo ranks, only rank 0 writes, no deadlock when a rank skips a step;
-FSDP1 refused with a message that says what is supported (FSDP2: tests/test_fsdp.py)."""
+FSDP1 refused with a message that says what is supported (FSDP2: tests/monitor/test_fsdp.py)."""
 
 from __future__ import annotations
 

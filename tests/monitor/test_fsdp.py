@@ -24,7 +24,7 @@ import gradmedic
 from gradmedic.errors import ConfigError, UnsupportedError
 
 STEPS = 4
-OPTIONS: dict[str, Any] = dict(every=1, activations_every=1, updates_every=1, flush_every=3)
+OPTIONS: dict[str, Any] = dict(gradients_every=1, activations_every=1, updates_every=1, flush_every=3)
 NAN_STEP = 2  # the guard run: rank 1 alone puts a NaN in its shard of a gradient on this (unrecorded) step
 NAN_PARAM = "0.weight"
 
@@ -170,7 +170,9 @@ def _nan_in_one_shard(out: Path, rank: int) -> None:
         if step == NAN_STEP and rank == 1:
             params[NAN_PARAM].grad.to_local()[0, 0] = float("nan")  # type: ignore[union-attr]
 
-    watch = dict(every=lambda s: s == 0, activations_every=None, updates_every=None, flush_every=100)
+    watch = dict(
+        gradients_every=lambda s: s == 0, activations_every=None, updates_every=None, flush_every=100
+    )
     result = _train(model, watch, steps=NAN_STEP + 2, before_step=poison)
     _save(out, f"nan{rank}", {"events": [e.to_dict() for e in result["history"].non_finite]})
 
@@ -197,7 +199,7 @@ def _bare_weight_and_recurrent_layer(out: Path, rank: int) -> None:
     fully_shard(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     reference = []
-    with gradmedic.watch(model, opt, every=1, time_every=1) as monitor:
+    with gradmedic.watch(model, opt, gradients_every=1, through_time_every=1) as monitor:
         for step in range(2):
             gen = torch.Generator().manual_seed(step)
             x, y = torch.randn(4, 7, 3, generator=gen), torch.randn(4, 1, generator=gen)
