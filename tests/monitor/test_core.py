@@ -433,7 +433,7 @@ def test_unknown_option_suggests_the_known_one(typo, suggestion):
 def test_unknown_option_without_close_match_lists_the_options():
     with pytest.raises(ConfigError) as info:
         gradmedic.watch(nn.Linear(2, 2), colour="red")
-    assert "did you mean" not in str(info.value) and "known options: every" in str(info.value)
+    assert "did you mean" not in str(info.value) and "known options: gradients_every" in str(info.value)
 
 
 def test_optimizer_of_another_model_is_a_config_error():

@@ -113,8 +113,8 @@ def validate_options(options: dict[str, Any]) -> dict[str, Any]:
     unknown = [name for name in options if name not in DEFAULT_OPTIONS]
     if unknown:
         name = unknown[0]
-        close = difflib.get_close_matches(name, DEFAULT_OPTIONS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = difflib.get_close_matches(name, [*DEFAULT_OPTIONS, *RENAMED_OPTIONS], n=1)
+        hint = f"did you mean {RENAMED_OPTIONS.get(close[0], close[0])!r}? " if close else ""
         raise ConfigError(f"unknown option {name!r}: {hint}known options: {', '.join(DEFAULT_OPTIONS)}")
     return {**DEFAULT_OPTIONS, **options}
 
