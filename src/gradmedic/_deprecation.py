@@ -1,18 +1,20 @@
 """Old public names that still work for one release, with a ``DeprecationWarning`` that names the new one.
 
-A renamed function keeps its old name as a thin wrapper (:func:`renamed_function`); a renamed module
-keeps its old path as a module that warns once on import and re-exports the new one
-(:func:`warn_module_moved`); a renamed keyword argument is accepted under its old spelling
-(:func:`renamed_keyword`). Each warning says what to write instead and when the old name goes.
+A renamed name of a module (a function, a constant) is served by the module's ``__getattr__``
+(:func:`module_getattr`), which warns at each access; a renamed module keeps its old path as a
+module that warns on import and re-exports the new one (:func:`warn_module_moved`); a renamed
+keyword argument is accepted under its old spelling (:func:`renamed_keyword`). Each warning says
+what to write instead and when the old name goes.
 
 Example:
     >>> import warnings
     >>> def make_shallower(depth: int) -> int:
     ...     return depth
-    >>> truncate = renamed_function("truncate", make_shallower, "gradmedic.remedies")
+    >>> renames = {"truncate": ("make_shallower", lambda: make_shallower)}
+    >>> getattr_ = module_getattr("gradmedic.remedies", renames)
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
-    ...     truncate(3)
+    ...     getattr_("truncate")(3)
     3
     >>> str(caught[0].message)
     'gradmedic.remedies.truncate is renamed make_shallower; the old name goes in gradmedic 0.3'
@@ -20,33 +22,16 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 #: The release in which the old names are removed.
 REMOVED_IN = "0.3"
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def _warn(message: str, stacklevel: int) -> None:
     warnings.warn(f"{message}; the old name goes in gradmedic {REMOVED_IN}", DeprecationWarning, stacklevel)
-
-
-def renamed_function(old: str, new: F, where: str) -> F:
-    """``new`` under its old name ``old`` (in module ``where``), warning at each call."""
-
-    @functools.wraps(new)
-    def old_name(*args: Any, **kwargs: Any) -> Any:
-        _warn(f"{where}.{old} is renamed {new.__name__}", stacklevel=3)
-        return new(*args, **kwargs)
-
-    old_name.__name__ = old
-    old_name.__qualname__ = old
-    old_name.__doc__ = f"Deprecated: the old name of :func:`{new.__name__}`."
-    return old_name  # type: ignore[return-value]
 
 
 def renamed_keyword(kwargs: dict[str, Any], renames: Mapping[str, str], where: str) -> dict[str, Any]:
