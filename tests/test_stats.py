@@ -95,6 +95,30 @@ def test_squared_norms_of_nothing_is_empty():
     assert stats.squared_norms([]).shape == (0,)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("numel", [1, 1000, 1 << 20])
+def test_cpu_squared_norm_by_blas_equals_the_float64_sum_of_squares(threads, numel):
+    """The CPU norms go through BLAS ``dot`` (every thread): as exact as ``vector_norm``, at any
+    thread count, contiguous or not."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tensor = _randn((numel,), 7, 3.0)
+        assert stats.native_squared_norm(tensor).item() == pytest.approx(_exact_sq(tensor), rel=1e-5)
+        strided = tensor[::2]
+        assert stats.native_squared_norm(strided).item() == pytest.approx(_exact_sq(strided), rel=1e-5)
+        both = stats.squared_norms([tensor, strided])
+        np.testing.assert_allclose(both.numpy(), [_exact_sq(tensor), _exact_sq(strided)], rtol=1e-5)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_cpu_squared_norm_overflows_and_is_empty_where_vector_norm_does():
+    huge = torch.full((4,), 1e20)
+    assert stats.native_squared_norm(huge).item() == torch.linalg.vector_norm(huge).item() ** 2 == math.inf
+    assert stats.native_squared_norm(torch.zeros(0)).item() == 0.0
+
+
 def test_squared_norm_keeps_inf_and_nan():
     assert stats.squared_norm(torch.tensor([1.0, math.inf])).item() == math.inf
     assert math.isnan(stats.squared_norm(torch.tensor([1.0, math.nan])).item())

@@ -85,9 +85,9 @@ class Monitor:
     hooks) are registered for a step that a schedule records and removed when it closes; the
     closing step (``optimizer.step()``, or :meth:`step` without an optimizer) decides for the
     next one. An unrecorded step runs the model with no gradmedic hook in it; at its close one
-    fused ``torch._foreach_norm`` over the gradients, kept on the device, checks them, so the
-    first non-finite gradient is still reported (a ``param_grad_norm`` event, at the next flush)
-    at its exact step and parameter (see :mod:`gradmedic._gradient_guard`).
+    norm per gradient (a fused ``torch._foreach_norm`` on an accelerator), kept on the device,
+    checks them, so the first non-finite gradient is still reported (a ``param_grad_norm``
+    event, at the next flush) at its exact step and parameter (see :mod:`gradmedic.monitor.guard`).
 
     Recurrent layers (``nn.RNN``, ``nn.LSTM``, ``nn.GRU`` and the cells) also get, on the steps of
     the ``through_time_every`` schedule (default: every 100 steps), their backprop signal at each time step

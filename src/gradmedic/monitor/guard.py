@@ -2,10 +2,11 @@
 
 On a step its schedules do not record, the monitor leaves the model without any hook and calls
 :meth:`GradientGuard.check` once, when the step closes (``optimizer.step()`` or
-``monitor.step()``): one fused ``torch._foreach_norm`` over the gradients, stacked into a row
-of a device buffer. Nothing is copied to the host and the host never waits. Every ``fold_every``
-rows the buffer is folded, on the device, into one number per parameter: the first step at
-which its gradient norm was NaN or infinite. :meth:`GradientGuard.first_non_finite` (called by
+``monitor.step()``): the norm of every gradient (one fused ``torch._foreach_norm`` on an
+accelerator, BLAS norms on CPU), stacked into a row of a device buffer. Nothing is copied to
+the host and the host never waits. Every ``fold_every`` rows the buffer is folded, on the
+device, into one number per parameter: the first step at which its gradient norm was NaN or
+infinite. :meth:`GradientGuard.first_non_finite` (called by
 the monitor's flush, which synchronises anyway) reads that back: the earliest such step and the
 parameters whose gradient went non-finite at it.
 
@@ -28,6 +29,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..stats import native_squared_norm
+
 #: Rows kept on the device before they are folded into the first non-finite step per parameter.
 FOLD_EVERY = 32
 
@@ -49,7 +52,7 @@ class GradientGuard:
         present = [_values(g) for g in grads if g is not None]
         if not present:
             return
-        norms = torch.stack(_device_norms(present))
+        norms = _device_norms(present)
         if len(present) < len(grads):  # a full-width row: a parameter without gradient is finite
             where = tuple(i for i, g in enumerate(grads) if g is not None)
             index = self._indices.get((where, norms.device))
@@ -116,15 +119,19 @@ def _values(grad: Tensor) -> Tensor:
     return grad._values() if grad.is_sparse else grad
 
 
-def _device_norms(tensors: list[Tensor]) -> list[Tensor]:
+def _device_norms(tensors: list[Tensor]) -> Tensor:
     """The L2 norm of each tensor (float32 at least, so a half-precision norm does not overflow),
-    all on the first tensor's device."""
+    stacked on the first tensor's device. On CPU, float32/float64 norms by BLAS
+    (:func:`~gradmedic.stats.native_squared_norm`; ``_foreach_norm`` is a loop of one-thread
+    norms there). This read of every gradient is the whole cost of an unrecorded step."""
     device = tensors[0].device
-    dtype = None if all(t.dtype in (torch.float32, torch.float64) for t in tensors) else torch.float32
-    norms = torch._foreach_norm(tensors, 2, dtype=dtype)
+    native = all(t.dtype in (torch.float32, torch.float64) for t in tensors)
+    if native and all(t.is_cpu for t in tensors):
+        return torch.stack([native_squared_norm(t) for t in tensors]).sqrt_()
+    norms = torch._foreach_norm(tensors, 2, dtype=None if native else torch.float32)
     if all(n.device == device for n in norms):
-        return list(norms)
-    return [n.to(device, non_blocking=True) for n in norms]
+        return torch.stack(norms)
+    return torch.stack([n.to(device, non_blocking=True) for n in norms])
 
 
 def _merge(old: Tensor, new: Tensor) -> Tensor:
