@@ -425,6 +425,9 @@ def torchmortem_available() -> bool:
     return True
 
 
+#: Nothing recorded: what every unrecorded step of the default pays (the non-finite check).
+CHECK_ONLY = dict.fromkeys(ALL_STATS, None)
+
 #: The default before hooks went to the recorded steps only: the signal on every step.
 EVERY_STEP = {"gradients_every": 1, "activations_every": 10, "updates_every": 10}
 
@@ -437,6 +440,7 @@ def build_configs(
     configs = [
         Config("plain", lambda w: Plain()),
         _gradmedic("gradmedic default", {}, ("signal_norm", "weight_grad_norm")),
+        _gradmedic("gradmedic check only", CHECK_ONLY, ()),  # records nothing: the floor of the default
         _gradmedic("gradmedic every step", EVERY_STEP, ("signal_norm", "weight_grad_norm")),
         _gradmedic("gradmedic all", ALL_STATS, all_stats),
         _gradmedic("gradmedic all (time sampled)", ALL_BUT_TIME, all_stats, lambda w: w.recurrent),
