@@ -319,13 +319,23 @@ class WandbSession(Plain):
         return {"gradients": len(logged)}
 
 
-class CockpitSession(Plain):
-    """Cockpit's ``configuration("economy")`` on every step, with the loop its README shows: a
-    BackPACK-extended model and loss, per-sample losses, ``backward`` inside ``with cockpit(...)``."""
+#: Cockpit works through BackPACK, which has no rule for BatchNorm in training, LSTM or attention.
+COCKPIT_WORKLOADS = ("mlp",)
+#: Cockpit tracks its quantities every this many steps: the cadence of gradmedic's default signal
+#: after its dense start (its economy set on every step costs some 250x a plain step).
+COCKPIT_EVERY = 20
 
-    def __init__(self, workload: Workload) -> None:
+
+class CockpitSession(Plain):
+    """Cockpit's ``configuration("economy")`` every ``interval`` steps (the default's gradient
+    cadence after its dense start), with the loop its README shows: a BackPACK-extended model and
+    loss, per-sample losses, ``backward`` inside ``with cockpit(...)``."""
+
+    def __init__(self, workload: Workload, interval: int = COCKPIT_EVERY) -> None:
         cockpit = importlib.import_module("cockpit")
-        economy = importlib.import_module("cockpit.utils.configuration").configuration("economy")
+        schedule = importlib.import_module("cockpit.utils.schedules").linear(interval)
+        configuration = importlib.import_module("cockpit.utils.configuration").configuration
+        economy = configuration("economy", track_schedule=schedule)
         backpack = importlib.import_module("backpack")
         self.model = backpack.extend(workload.model)
         self.loss_fn = backpack.extend(nn.CrossEntropyLoss())
@@ -358,9 +368,6 @@ def cockpit_available() -> bool:
         return False
     return True
 
-
-#: Cockpit works through BackPACK, which has no rule for BatchNorm in training, LSTM or attention.
-COCKPIT_WORKLOADS = ("mlp",)
 
 _WANDB_RUN: list[Any] = []
 
@@ -455,7 +462,12 @@ def build_configs(
             )
     if with_cockpit:
         configs.append(
-            Config("cockpit economy", CockpitSession, ("cockpit",), lambda w: w.name in COCKPIT_WORKLOADS)
+            Config(
+                f"cockpit economy every {COCKPIT_EVERY}",
+                CockpitSession,
+                ("cockpit",),
+                lambda w: w.name in COCKPIT_WORKLOADS,
+            )
         )
     return configs
 
