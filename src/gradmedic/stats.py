@@ -243,10 +243,7 @@ def _saturated_count(output: Tensor, band: SaturationBand, scratch: Tensor | Non
 def _ones(mask: Tensor) -> Tensor:
     """How many ones a float32 0/1 tensor holds: on CPU ``dot(mask, mask)`` by BLAS (on every
     thread; a 0/1 square is itself), elsewhere its sum."""
-    if mask.is_cpu and mask.is_contiguous():
-        flat = mask.view(-1)
-        return torch.dot(flat, flat)
-    return mask.sum()
+    return native_squared_norm(mask) if mask.is_cpu else mask.sum()
 
 
 def _scratch_like(output: Tensor, scratch: Tensor | None) -> Tensor:
