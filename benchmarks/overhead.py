@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 import gradmedic
 from gradmedic.monitor import ALL_STATS, DEFAULT_OPTIONS
+from gradmedic.schedules import DenseStart, Every, as_schedule
 
 SEED = 0
 THREADS = 1  # intra-op threads, the default of --threads: two spin-waiting threads thrash on shared cores
@@ -591,6 +592,23 @@ class WorkloadResult:
 
     seconds: dict[str, list[float]]
     recorded: dict[str, dict[str, int]]
+    steps: int  #: timed steps per block
+
+
+def default_period(workload: Workload) -> int:
+    """Timed steps per block: one period of every default schedule that applies to the workload
+    (the statistics through time only to a recurrent one), so that a block pays each of them as
+    often as a long run does.
+
+    Example:
+        >>> default_period(build_mlp()), default_period(build_lstm())
+        (100, 200)
+    """
+    names = ["gradients_every", "activations_every", "updates_every"]
+    names += ["through_time_every"] if workload.recurrent else []
+    schedules = [as_schedule(DEFAULT_OPTIONS[name], name) for name in names]
+    assert all(isinstance(schedule, (Every, DenseStart)) for schedule in schedules), schedules
+    return math.lcm(*(schedule.n for schedule in schedules if isinstance(schedule, (Every, DenseStart))))
 
 
 def measure_workload(
@@ -601,17 +619,18 @@ def measure_workload(
     lanes = [Lane(config, build(args.batch_scale).to(device)) for config in configs]
     lanes = [lane for lane in lanes if lane.config.applies(lane.workload)]
     name = lanes[0].workload.name
+    steps = args.steps or default_period(lanes[0].workload)
     run_block(lanes[:1], args.warmup, args.warmup, 0)  # settle the allocator and caches
     seconds: dict[str, list[float]] = {lane.config.name: [] for lane in lanes}
     recorded: dict[str, dict[str, int]] = {}
     for block in range(args.blocks):
-        run_block(lanes, args.warmup, args.steps, block)
+        run_block(lanes, args.warmup, steps, block)
         for lane in lanes:
             check_recorded(name, lane)
-            seconds[lane.config.name].append(lane.seconds / args.steps)
+            seconds[lane.config.name].append(lane.seconds / steps)
             recorded.setdefault(lane.config.name, lane.recorded)
         print(f"  {name}: block {block + 1}/{args.blocks} done", file=sys.stderr, flush=True)
-    return WorkloadResult(seconds, recorded)
+    return WorkloadResult(seconds, recorded, steps)
 
 
 # -- summarising -------------------------------------------------------------------------------
@@ -633,7 +652,7 @@ def summarise(result: WorkloadResult, configs: list[Config]) -> dict[str, Any]:
         per_block = [t / p for t, p in zip(result.seconds[config.name], plain, strict=True)]
         ratios[config.name] = {**summary(per_block), "per_block": per_block}
     plain_ms = {key: value * 1e3 for key, value in summary(plain).items()}
-    return {"plain_ms": plain_ms, "ratios": ratios, "recorded": result.recorded}
+    return {"plain_ms": plain_ms, "steps": result.steps, "ratios": ratios, "recorded": result.recorded}
 
 
 def format_ratio(stats: dict[str, float]) -> str:
@@ -642,10 +661,10 @@ def format_ratio(stats: dict[str, float]) -> str:
 
 def format_table(results: dict[str, dict[str, Any]], configs: list[Config]) -> str:
     """One aligned plain-text table: rows are workloads, columns plain ms/step and the ratios."""
-    header = ["workload", "plain ms/step", *(c.name for c in configs[1:])]
+    header = ["workload", "timed steps", "plain ms/step", *(c.name for c in configs[1:])]
     rows = [header]
     for name, result in results.items():
-        cells = [name, f"{result['plain_ms']['median']:.2f}"]
+        cells = [name, str(result["steps"]), f"{result['plain_ms']['median']:.2f}"]
         ratios = result["ratios"]
         cells += [format_ratio(ratios[c.name]) if c.name in ratios else "-" for c in configs[1:]]
         rows.append(cells)
@@ -674,7 +693,7 @@ def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, An
         "threads": torch.get_num_threads(),
         "device": device_name(args.device),
         "blocks": args.blocks,
-        "steps": args.steps,
+        "steps": args.steps or "one period of the default schedules (per workload)",
         "batch_scale": args.batch_scale,
         "warmup": args.warmup,
         "configs": [c.name for c in configs],
@@ -702,8 +721,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated: %(default)s")
     parser.add_argument("--blocks", type=int, default=7, help="interleaved A/B blocks (default %(default)s)")
-    steps = "timed steps per block (default %(default)s: one period of the default activation schedule)"
-    parser.add_argument("--steps", type=int, default=100, help=steps)
+    steps = "timed steps per block (default: one period of every default schedule: 100, 200 if recurrent)"
+    parser.add_argument("--steps", type=int, default=None, help=steps)
     warmup = "untimed steps per block (default %(default)s: past the default's dense start)"
     parser.add_argument("--warmup", type=int, default=50, help=warmup)
     parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (%(default)s)")
@@ -725,7 +744,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.workloads if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
-    if min(args.blocks, args.steps, args.threads, args.batch_scale) < 1 or args.warmup < 0:
+    if min(args.blocks, args.steps or 1, args.threads, args.batch_scale) < 1 or args.warmup < 0:
         parser.error("--blocks, --steps, --threads and --batch-scale must be >= 1, --warmup >= 0")
     try:
         device = torch.device(args.device)
@@ -771,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{device_name(args.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
         f"batch x{args.batch_scale}; ratio = monitored / plain step time, median [IQR] over "
-        f"{args.blocks} interleaved blocks of {args.steps} steps"
+        f"{args.blocks} interleaved blocks (timed steps: per block)"
     )
     print(format_table(results, configs))
     if args.json is not None:

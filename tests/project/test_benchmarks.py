@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from gradmedic.monitor import DEFAULT_OPTIONS
+from gradmedic.schedules import as_schedule
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
 RATIO = re.compile(r"\d+\.\d+x \[\d+\.\d+-\d+\.\d+\]")
@@ -24,9 +28,24 @@ def test_overhead_quick_run_prints_ratios(tmp_path: Path) -> None:
     assert len(RATIO.findall(mlp_rows[0])) >= 3, mlp_rows[0]
     results = json.loads(out.read_text(encoding="utf-8"))["results"]
     assert set(results) == {"mlp"}
+    assert results["mlp"]["steps"] == 2  # --quick
     expected = {"gradmedic default", "gradmedic all", "lightning-style grad_norm"}
     assert expected <= set(results["mlp"]["ratios"])
     assert results["mlp"]["recorded"]["gradmedic default"]["signal_norm"] > 0
+
+
+def test_a_block_times_one_period_of_every_default_schedule_that_applies(monkeypatch) -> None:
+    """Each sampled statistic is paid in a block as often as in a long run: the replay through
+    time (the sparsest schedule) on a recurrent workload, the activation schedule on the others."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    overhead = importlib.import_module("overhead")
+    window = range(50, 50 + overhead.default_period(overhead.build_lstm()))  # after the warm-up
+    replay = as_schedule(DEFAULT_OPTIONS["through_time_every"], "through_time_every")
+    activations = as_schedule(DEFAULT_OPTIONS["activations_every"], "activations_every")
+    assert DEFAULT_OPTIONS["through_time_every"] == len(window) == 200
+    assert sum(map(replay, window)) == 1 and sum(map(activations, window)) == 2
+    mlp_window = range(50, 50 + overhead.default_period(overhead.build_mlp()))
+    assert sum(map(activations, mlp_window)) == 1
 
 
 def test_through_time_benchmark_checks_its_two_methods_agree_and_prints_three_times() -> None:
