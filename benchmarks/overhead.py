@@ -606,9 +606,12 @@ def default_period(workload: Workload) -> int:
     """
     names = ["gradients_every", "activations_every", "updates_every"]
     names += ["through_time_every"] if workload.recurrent else []
-    schedules = [as_schedule(DEFAULT_OPTIONS[name], name) for name in names]
-    assert all(isinstance(schedule, (Every, DenseStart)) for schedule in schedules), schedules
-    return math.lcm(*(schedule.n for schedule in schedules if isinstance(schedule, (Every, DenseStart))))
+    periods = []
+    for name in names:
+        schedule = as_schedule(DEFAULT_OPTIONS[name], name)
+        assert isinstance(schedule, (Every, DenseStart)), f"the default {name} has no period"
+        periods.append(schedule.n)
+    return math.lcm(*periods)
 
 
 def measure_workload(

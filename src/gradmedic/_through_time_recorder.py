@@ -3,7 +3,7 @@
 A :class:`ThroughTimeRecorder` is created by the :class:`~gradmedic.monitor.Monitor` only when the model
 has recurrent layers, and its forward hook is registered on those layers only, so other models
 pay nothing. On the steps its own schedule selects (the monitor's ``through_time_every``, every 200 steps by
-default: the replay below costs 1 to 1.5 more training steps of the layer) it:
+default: the replay below costs about one more training step of the layer) it:
 
 * for an ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` call, keeps the input and initial state and the
   gradients that reach ``out``, ``h_n`` and ``c_n``; at the end of the backward pass it replays

@@ -93,8 +93,8 @@ class Monitor:
     the ``through_time_every`` schedule (default: every 200 steps), their backprop signal at each time step
     and their gate statistics (``time_signal``, ``time_length``, ``gate_mean``,
     ``gate_saturated``; see :mod:`gradmedic.recurrent_stats`). For the fused layers this replays
-    the recurrence once after the backward pass, step by step, which costs one to one and a half
-    more training steps of that layer: hence a schedule of its own, sparser than the activation
+    the recurrence once after the backward pass, step by step, which costs about one more
+    training step of that layer: hence a schedule of its own, sparser than the activation
     statistics'. Call :meth:`step` (or let the optimizer's ``step()`` do it) before the weights
     change.
 

@@ -37,7 +37,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "gradients_every": DenseStart(n=20, dense=50),  # dense: the loss rules judge 50 rows (PLATEAU_STEPS)
     "activations_every": 100,
     "updates_every": 100,
-    "through_time_every": 200,  # the replay costs 1-1.5 plain steps of the layer (2 threads: 1.5)
+    "through_time_every": 200,  # the replay costs about a plain step of the layer (README)
     "flush_every": 32,
     "max_rows": 4096,
     "log_path": None,
