@@ -457,7 +457,7 @@ class _Layer:
         xr, xz, xn = pre_x.chunk(3, -1)
         hr, hz, hn = pre_h.chunk(3, -1)
         r, z = (xr + hr).sigmoid_(), (xz + hz).sigmoid_()
-        n = xn.addcmul_(r, hn).tanh_()
+        n = _tanh_from_sigmoid(xn.addcmul_(r, hn).mul_(2).sigmoid_())
         self.memory_gate = self.keep = z
         to_n = (1 - z) * (1 - n * n)  # d h_t / d (the pre-activation of n)
         self.factor = torch.cat([to_n * hn * r * (1 - r), (previous - n) * z * (1 - z), to_n * r], -1)
