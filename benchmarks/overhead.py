@@ -793,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{device_name(args.device)}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; "
         f"batch x{args.batch_scale}; ratio = monitored / plain step time, median [IQR] over "
-        f"{args.blocks} interleaved blocks (timed steps: per block)"
+        f"{args.blocks} interleaved blocks (timed steps per block: in the table)"
     )
     print(format_table(results, configs))
     if args.json is not None:
