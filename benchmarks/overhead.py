@@ -622,7 +622,7 @@ def measure_workload(
     lanes = [Lane(config, build(args.batch_scale).to(device)) for config in configs]
     lanes = [lane for lane in lanes if lane.config.applies(lane.workload)]
     name = lanes[0].workload.name
-    steps = args.steps or default_period(lanes[0].workload)
+    steps = default_period(lanes[0].workload) if args.steps is None else args.steps
     run_block(lanes[:1], args.warmup, args.warmup, 0)  # settle the allocator and caches
     seconds: dict[str, list[float]] = {lane.config.name: [] for lane in lanes}
     recorded: dict[str, dict[str, int]] = {}
@@ -696,7 +696,7 @@ def environment(args: argparse.Namespace, configs: list[Config]) -> dict[str, An
         "threads": torch.get_num_threads(),
         "device": device_name(args.device),
         "blocks": args.blocks,
-        "steps": args.steps or "one period of the default schedules (per workload)",
+        "steps": "one period of the default schedules (per workload)" if args.steps is None else args.steps,
         "batch_scale": args.batch_scale,
         "warmup": args.warmup,
         "configs": [c.name for c in configs],
@@ -747,7 +747,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.workloads if name not in WORKLOADS]
     if unknown:
         parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
-    if min(args.blocks, args.steps or 1, args.threads, args.batch_scale) < 1 or args.warmup < 0:
+    steps = 1 if args.steps is None else args.steps  # None: one period per workload
+    if min(args.blocks, steps, args.threads, args.batch_scale) < 1 or args.warmup < 0:
         parser.error("--blocks, --steps, --threads and --batch-scale must be >= 1, --warmup >= 0")
     try:
         device = torch.device(args.device)

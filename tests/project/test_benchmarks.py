@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gradmedic.monitor import DEFAULT_OPTIONS
 from gradmedic.schedules import as_schedule
 
@@ -46,6 +48,17 @@ def test_a_block_times_one_period_of_every_default_schedule_that_applies(monkeyp
     assert sum(map(replay, window)) == 1 and sum(map(activations, window)) == 2
     mlp_window = range(50, 50 + overhead.default_period(overhead.build_mlp()))
     assert sum(map(activations, mlp_window)) == 1
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--steps", "-3"], ["--blocks", "0"]])
+def test_overhead_refuses_a_count_below_one_with_exit_2(monkeypatch, argv) -> None:
+    """``--steps`` unset means one period per workload; ``--steps 0`` is a mistake, not that."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    overhead = importlib.import_module("overhead")
+    with pytest.raises(SystemExit) as refused:
+        overhead.parse_args(argv)
+    assert refused.value.code == 2
+    assert overhead.parse_args([]).steps is None
 
 
 def test_through_time_benchmark_checks_its_two_methods_agree_and_prints_three_times() -> None:
